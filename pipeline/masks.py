@@ -1,0 +1,89 @@
+"""Mask helpers (pure torch / numpy): token selection, upscaling to the original frame, stability, boxes, RLE.
+
+Upscaling follows the official ``postprocess_masks``: bilinear (``align_corners=False``) to the 1024 frame, crop
+to the resized image, bilinear to the original size, no antialias; masks are ``logits > 0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+
+from pipeline.geometry import PROMPT_FRAME, preprocess_shape
+
+MASK_THRESHOLD = 0.0
+
+
+def select_masks(logits: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predictor's rule: tokens 1..3 when ``multimask`` else token 0. [P,4,...] → [P,C,...]."""
+    index = slice(1, None) if multimask else slice(0, 1)
+    return logits[:, index], iou[:, index]
+
+
+def best_of(logits: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt, the mask with the highest predicted IoU: [P,C,H,W], [P,C] → [P,H,W], [P]."""
+    best = iou.argmax(dim=1)
+    rows = torch.arange(len(best), device=best.device)
+    return logits[rows, best], iou[rows, best]
+
+
+def upscale_logits(logits: torch.Tensor, original_hw: tuple[int, int]) -> torch.Tensor:
+    """Low-res logits [..., 256, 256] of one image → logits at the original size [..., h, w]."""
+    lead = logits.shape[:-2]
+    x = logits.reshape(-1, 1, *logits.shape[-2:]).float()
+    x = F.interpolate(x, (PROMPT_FRAME, PROMPT_FRAME), mode="bilinear", align_corners=False)
+    in_h, in_w = preprocess_shape(*original_hw, PROMPT_FRAME)
+    x = F.interpolate(x[..., :in_h, :in_w], tuple(original_hw), mode="bilinear", align_corners=False)
+    return x.reshape(*lead, *x.shape[-2:])
+
+
+def stability_score(logits: torch.Tensor, offset: float, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
+    """IoU of ``logits > threshold + offset`` against ``logits > threshold - offset``, per mask [..., H, W] → [...]."""
+    intersections = (logits > (threshold + offset)).sum((-1, -2), dtype=torch.int32)
+    unions = (logits > (threshold - offset)).sum((-1, -2), dtype=torch.int32)
+    return torch.where(
+        unions > 0, intersections / unions.clamp(min=1), torch.zeros_like(intersections, dtype=torch.float)
+    )
+
+
+def masks_to_boxes_xyxy(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes of boolean masks [N,H,W] → [N,4] XYXY with inclusive pixel indices; empty masks give zeros."""
+    if masks.numel() == 0:
+        return torch.zeros((masks.shape[0], 4), device=masks.device)
+    h, w = masks.shape[-2:]
+    rows = masks.any(dim=-1)  # [N,H]
+    cols = masks.any(dim=-2)  # [N,W]
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    y1 = torch.where(rows, ys, h).min(dim=-1).values
+    y2 = torch.where(rows, ys, -1).max(dim=-1).values
+    x1 = torch.where(cols, xs, w).min(dim=-1).values
+    x2 = torch.where(cols, xs, -1).max(dim=-1).values
+    boxes = torch.stack([x1, y1, x2, y2], dim=-1).float()
+    empty = ~rows.any(dim=-1)
+    return torch.where(empty.unsqueeze(-1), torch.zeros_like(boxes), boxes)
+
+
+def encode_rle(masks: np.ndarray) -> list[dict]:
+    """Boolean masks [N,H,W] → COCO compressed RLE dicts ``{"size": [h, w], "counts": str}`` (pycocotools)."""
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """A COCO compressed RLE dict → boolean mask [h, w]."""
+    counts = rle["counts"]
+    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(encoded).astype(bool)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks of the same shape (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

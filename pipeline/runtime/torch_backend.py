@@ -1,0 +1,77 @@
+"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.geometry import normalize_and_pad
+from pipeline.models.sam import EfficientViTSam, decode_masks, embed_dense, embed_prompt_tokens
+from pipeline.prompts import PromptBatch
+from pipeline.runtime.base import Precision
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else CPU; decided inside the worker that runs the model."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available")
+    return torch.device(requested)
+
+
+class TorchSam:
+    """Runs an :class:`EfficientViTSam` with the :class:`pipeline.runtime.base.SamRuntime` interface.
+
+    ``decoder_chunk`` bounds the prompts per decoder forward (memory grows ~10 MB per prompt in fp32).
+    """
+
+    def __init__(
+        self,
+        model: EfficientViTSam,
+        device: torch.device | str = "cpu",
+        precision: Precision = "fp32",
+        decoder_chunk: int = 64,
+    ) -> None:
+        if decoder_chunk < 1:
+            raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.decoder_chunk = decoder_chunk
+        self.encoder_input_size = model.encoder_input_size
+        with torch.inference_mode():
+            self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray | torch.Tensor, input_hw: np.ndarray | torch.Tensor) -> torch.Tensor:
+        images = torch.as_tensor(images).to(self.device, non_blocking=True)
+        x = normalize_and_pad(images, torch.as_tensor(input_hw), self.encoder_input_size)
+        if self.precision == "fp32":
+            return self.model.image_encoder(x)
+        with torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]):
+            return self.model.image_encoder(x).float()
+
+    @torch.inference_mode()
+    def decode(self, embeddings: torch.Tensor, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, ious = [], []
+        for start in range(0, len(prompts), self.decoder_chunk):
+            chunk = prompts.take(slice(start, start + self.decoder_chunk))
+            low_res, iou = self._decode_chunk(embeddings, chunk)
+            logits.append(low_res)
+            ious.append(iou)
+        if not logits:
+            return torch.zeros((0, 4, 256, 256), device=self.device), torch.zeros((0, 4), device=self.device)
+        return torch.cat(logits), torch.cat(ious)
+
+    def _decode_chunk(self, embeddings: torch.Tensor, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        pe = self.model.prompt_encoder
+        index = torch.as_tensor(prompts.image_index, device=self.device)
+        coords = torch.as_tensor(prompts.coords, device=self.device)
+        labels = torch.as_tensor(prompts.labels, device=self.device)
+        mask_input = None if prompts.mask_input is None else torch.as_tensor(prompts.mask_input, device=self.device)
+        sparse = embed_prompt_tokens(pe, coords, labels)  # [P,T,256]
+        dense = embed_dense(pe, mask_input, len(prompts))  # [P,256,64,64]
+        return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
