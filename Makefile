@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/python -m jobs.label --input tests/data/images --output out/demo
+	$(BIN)/python -m jobs.label --config jobs/configs/demo.yaml --input tests/data/images --output out/demo
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

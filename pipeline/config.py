@@ -5,7 +5,81 @@ Every field has a one-line docstring; closed choices are ``Literal``. Operators 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+PromptMode = Literal["grid", "boxes", "yolo", "autoppn"]
+
+
+class ConfigError(ValueError):
+    """A bad flag, key or value; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What to label."""
+
+    uri: str = ""
+    """Folder, file://..., s3://bucket/prefix (recursive), or a .txt/.csv/.parquet manifest of image URIs."""
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    """File extensions listed from folders and prefixes (case-insensitive)."""
+    manifest_column: str | None = None
+    """Manifest column holding the URIs; default: image_uri, uri, path or url."""
+    limit: int | None = None
+    """Label only the first N images (sorted by image id); for smoke runs."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model, which weights, how it runs."""
+
+    name: str = "efficientvit-sam-l0"
+    """efficientvit-sam-l0|l1|l2|xl0|xl1 (or l0 ...), or a registered test/demo model."""
+    weights: str | None = None
+    """Local path, s3://... or hf://owner/repo/file; default: the model card's weights (random for test models)."""
+    weights_sha256: str | None = None
+    """Expected sha256 of the weight file; a mismatch fails the run before any image is read."""
+    backend: Literal["torch", "onnx", "tensorrt"] = "torch"
+    """Runtime that executes the model."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
+    device: str = "auto"
+    """auto (CUDA when present, else CPU), cpu, or cuda[:N]; decided inside each worker."""
+    cache_dir: str | None = None
+    """Where downloaded weights and built engines are cached; default ~/.cache/samlabel."""
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    """Where prompts come from."""
+
+    mode: PromptMode = "grid"
+    """grid (segment everything), boxes (from a file), yolo (detector boxes) or autoppn (learned proposals)."""
+    file: str | None = None
+    """Boxes file for mode=boxes: COCO JSON (file_name resolved against input.uri) or Parquet."""
+
+
+@dataclass(frozen=True)
+class BoxesConfig:
+    """Box prompts: one mask per box, category and id kept."""
+
+    multimask: bool = True
+    """Take the best of 3 masks by predicted IoU (the official box protocol); false uses the single-mask token."""
+    pred_iou_thresh: float = 0.0
+    """Drop masks whose predicted IoU is not above this (0 keeps every box's mask)."""
+    stability_score_thresh: float = 0.0
+    """Drop masks whose stability score is below this (0 keeps every box's mask)."""
+    stability_score_offset: float = 1.0
+    """Logit offset for the stability score."""
 
 
 @dataclass(frozen=True)
@@ -64,3 +138,248 @@ class GridConfig:
     """Remove islands and holes smaller than this many pixels (0 = off)."""
     max_mask_area_frac: float = 0.95
     """Drop masks covering more than this fraction of the image (SA-1B drops near-full-image masks)."""
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """The segment actor (encoder → prompts → mask decoder → filter → RLE): resources and batching."""
+
+    batch_size: int = 4
+    """Images per actor call (one encoder forward)."""
+    decoder_chunk: int = 64
+    """Prompts per mask-decoder forward, shared across images; bounds memory."""
+    actors: int | None = None
+    """Segment actors; default one per GPU in the cluster, or 1 without GPUs."""
+    num_gpus: float | None = None
+    """GPUs per actor; default 1 when the cluster has GPUs, else 0."""
+    num_cpus: float | None = None
+    """CPUs reserved per actor; default 2 with a GPU, else all CPUs but one."""
+    threads: int | None = None
+    """Compute threads of the actor (torch / ONNX Runtime); default: all cores on CPU, num_cpus with a GPU."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where and how results are written."""
+
+    uri: str = ""
+    """Output folder (local, file:// or s3://); rerunning into it resumes an interrupted run."""
+    coco: bool = True
+    """Write coco.json (all annotations in one file) at commit."""
+    coco_segmentation: Literal["rle", "polygon"] = "rle"
+    """Mask encoding in coco.json; Parquet always has RLE."""
+    run_id: str | None = None
+    """Run id stored in every row; default: a hash of the labeling settings (model, weights, prompts, thresholds)."""
+    images_per_part: int = 256
+    """Images per part file written by one write task: the unit of resume after a crash."""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Cluster connection."""
+
+    address: str | None = None
+    """Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray started for this run."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray (ignored when connecting to a cluster)."""
+    num_gpus: int | None = None
+    """GPUs of the local Ray (ignored when connecting to a cluster)."""
+    progress: bool = True
+    """Show Ray Data progress bars."""
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """The labeling job (``python -m jobs.label``)."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    boxes: BoxesConfig = field(default_factory=BoxesConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+C = typing.TypeVar("C")
+
+
+def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Defaults < YAML file < ``section.key=value`` overrides (values parsed as YAML). Strict: unknown keys fail."""
+    data: dict[str, Any] = {}
+    if yaml_path is not None:
+        data = _read_yaml(Path(yaml_path))
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        _set_path(data, key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None, cls)
+    return _build(cls, data, prefix="")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The resolved config as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def fingerprint(data: dict[str, Any]) -> str:
+    """sha256 of canonical JSON."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any, cls: type) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key {'.'.join(path)!r}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _build(cls: type[C], data: Any, prefix: str) -> C:
+    name = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; {name} accepts: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _coerce(value, options[0], key) if len(options) == 1 else value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in items)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {hint!r}")
+
+
+# --- label job rules ----------------------------------------------------------------------------------------------
+
+
+def validate_label_config(cfg: LabelConfig) -> None:
+    """Cross-field rules, checked before any work; raises ConfigError naming the field."""
+    from pipeline.models import resolve_name
+
+    if not cfg.input.uri:
+        raise ConfigError("--input is required (input.uri)")
+    if not cfg.output.uri:
+        raise ConfigError("--output is required (output.uri)")
+    try:
+        resolve_name(cfg.model.name)
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    if cfg.prompts.mode in ("yolo", "autoppn"):
+        raise ConfigError(f"--prompts {cfg.prompts.mode} is not available yet; use grid or boxes")
+    if cfg.prompts.mode == "boxes" and not cfg.prompts.file:
+        raise ConfigError("--prompts boxes needs --prompts-file (a COCO .json or .parquet of boxes)")
+    if cfg.prompts.mode != "boxes" and cfg.prompts.file:
+        raise ConfigError(f"--prompts-file is only used with --prompts boxes, not {cfg.prompts.mode}")
+    for key, value in (
+        ("grid.pred_iou_thresh", cfg.grid.pred_iou_thresh),
+        ("grid.stability_score_thresh", cfg.grid.stability_score_thresh),
+        ("grid.box_nms_thresh", cfg.grid.box_nms_thresh),
+        ("grid.crop_nms_thresh", cfg.grid.crop_nms_thresh),
+        ("grid.max_mask_area_frac", cfg.grid.max_mask_area_frac),
+        ("boxes.pred_iou_thresh", cfg.boxes.pred_iou_thresh),
+        ("boxes.stability_score_thresh", cfg.boxes.stability_score_thresh),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} must be between 0 and 1, got {value}")
+    for key, value in (
+        ("grid.points_per_side", cfg.grid.points_per_side),
+        ("grid.points_per_batch", cfg.grid.points_per_batch),
+        ("grid.crop_n_points_downscale_factor", cfg.grid.crop_n_points_downscale_factor),
+        ("decode.batch_size", cfg.decode.batch_size),
+        ("decode.max_pixels", cfg.decode.max_pixels),
+        ("decode.max_file_bytes", cfg.decode.max_file_bytes),
+        ("segment.batch_size", cfg.segment.batch_size),
+        ("segment.decoder_chunk", cfg.segment.decoder_chunk),
+        ("storage.max_attempts", cfg.storage.max_attempts),
+    ):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if cfg.grid.crop_n_layers < 0 or cfg.grid.min_mask_region_area < 0:
+        raise ConfigError("grid.crop_n_layers and grid.min_mask_region_area must not be negative")
+    if cfg.input.limit is not None and cfg.input.limit < 1:
+        raise ConfigError(f"input.limit must be at least 1, got {cfg.input.limit}")
+
+
+def labeling_settings(cfg: LabelConfig, weights_sha256: str | None) -> dict[str, Any]:
+    """What decides the labels of an image: model, weights, prompts and thresholds (not where anything lives)."""
+    data = to_dict(cfg)
+    return {
+        "model": {k: data["model"][k] for k in ("name", "backend", "precision")},
+        "weights_sha256": weights_sha256,
+        "prompts": data["prompts"]["mode"],
+        "params": data["grid"] if cfg.prompts.mode == "grid" else data["boxes"],
+        "decode": {k: data["decode"][k] for k in ("max_file_bytes", "max_pixels")},
+    }
+
+
+def label_fingerprint(cfg: LabelConfig, weights_sha256: str | None) -> str:
+    """Identity of a run, for resume: its labeling settings, its inputs and its run id."""
+    data = to_dict(cfg)
+    inputs = {"input": data["input"], "prompts_file": cfg.prompts.file, "run_id": cfg.output.run_id}
+    return fingerprint({**labeling_settings(cfg, weights_sha256), **inputs})
+
+
+def default_run_id(cfg: LabelConfig, weights_sha256: str | None) -> str:
+    """Identical labeling settings give the same run id, wherever the images are."""
+    return cfg.output.run_id or fingerprint(labeling_settings(cfg, weights_sha256))[:16]

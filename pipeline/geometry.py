@@ -17,9 +17,12 @@ PIXEL_STD = tuple(v / 255 for v in (58.395, 57.12, 57.375))
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """(h, w) scaled so the long side is ``long_side``, rounded half up (``int(x + 0.5)`` in float64)."""
+    """(h, w) scaled so the long side is ``long_side``, rounded half up (``int(x + 0.5)`` in float64).
+
+    A side that would round to 0 (e.g. 1×3000) is kept at 1 px, where the official code would fail.
+    """
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:

@@ -6,6 +6,8 @@ to the resized image, bilinear to the original size, no antialias; masks are ``l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,33 @@ from pycocotools import mask as mask_utils
 from pipeline.geometry import PROMPT_FRAME, preprocess_shape
 
 MASK_THRESHOLD = 0.0
+
+
+@dataclass(frozen=True)
+class ImageMasks:
+    """The kept masks of one image, K of them, at the original size."""
+
+    rles: list[dict]
+    """COCO compressed RLE dicts (``counts`` as str)."""
+    boxes_xyxy: np.ndarray
+    """[K,4] float32, tight boxes with inclusive pixel indices."""
+    areas: np.ndarray
+    """[K] int64 mask pixel counts."""
+    predicted_iou: np.ndarray
+    """[K] float32."""
+    stability_score: np.ndarray
+    """[K] float32."""
+    scores: np.ndarray
+    """[K] float32: predicted IoU, or the detector confidence for detector boxes."""
+    prompt_index: np.ndarray
+    """[K] int64, which of the image's prompts produced each mask."""
+    prompt_points: np.ndarray | None = None
+    """[K,N,2] float32 point prompts (x, y original pixels) of each mask, when the prompts were points."""
+
+    @staticmethod
+    def empty() -> ImageMasks:
+        f32, i64 = np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return ImageMasks([], np.zeros((0, 4), np.float32), i64, f32, f32, f32, i64)
 
 
 def select_masks(logits: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:

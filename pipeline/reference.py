@@ -42,7 +42,7 @@ class ReferencePredictor:
         self.original_size = tuple(image.shape[:2])
         self.input_size = ResizeLongestSide.get_preprocess_shape(*self.original_size, PROMPT_FRAME)
         resized = resize_longest_side(image, size)
-        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().to(self.device) / 255.0
+        x = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float().to(self.device) / 255.0
         x = (x - torch.tensor(PIXEL_MEAN, device=self.device).view(3, 1, 1)) / torch.tensor(
             PIXEL_STD, device=self.device
         ).view(3, 1, 1)

@@ -36,3 +36,30 @@ def fixture_images() -> dict[str, np.ndarray]:
 
 def fixture_refs(arch: str) -> np.lib.npyio.NpzFile:
     return np.load(FIXTURES / f"mini_{arch}.npz")
+
+
+def write_fixture_weights(path: Path, arch: str) -> Path:
+    """The fixture model's weights as one checkpoint file (a bare state dict saved with torch.save)."""
+    torch.save(fixture_state_dict(arch), path)
+    return path
+
+
+def decoded_batch(images: list[np.ndarray], image_ids: list[str], long_side: int) -> dict[str, np.ndarray]:
+    """What the decode operator hands to the segment operator for these images."""
+    from pipeline import schema as col
+    from pipeline.geometry import resize_longest_side
+
+    resized = [resize_longest_side(image, long_side) for image in images]
+    n = len(images)
+    return {
+        col.IMAGE_ID: np.array(image_ids, dtype=object),
+        col.IMAGE_URI: np.array([f"/in/{i}" for i in image_ids], dtype=object),
+        col.IMAGE_RGB: np.array([np.ascontiguousarray(r).tobytes() for r in resized], dtype=object),
+        col.INPUT_H: np.array([r.shape[0] for r in resized], np.int32),
+        col.INPUT_W: np.array([r.shape[1] for r in resized], np.int32),
+        col.IMAGE_HEIGHT: np.array([i.shape[0] for i in images], np.int32),
+        col.IMAGE_WIDTH: np.array([i.shape[1] for i in images], np.int32),
+        col.ERROR_STAGE: np.array([None] * n, dtype=object),
+        col.ERROR_TYPE: np.array([None] * n, dtype=object),
+        col.ERROR_MESSAGE: np.array([None] * n, dtype=object),
+    }

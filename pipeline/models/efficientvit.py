@@ -221,9 +221,14 @@ class EfficientViTBlock(nn.Module):
         super().__init__()
         self.context_module = ResidualBlock(LiteMLA(channels, channels, dim, scales), IdentityLayer())
         local = MBConv(
-            channels, channels, 1, expand_ratio, use_bias=(True, True, False), norm=(None, None, "bn2d"),
+            channels,
+            channels,
+            1,
+            expand_ratio,
+            use_bias=(True, True, False),
+            norm=(None, None, "bn2d"),
             act=(act, act, None),
-        )  # fmt: skip
+        )
         self.local_module = ResidualBlock(local, IdentityLayer())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

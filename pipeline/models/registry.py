@@ -39,46 +39,67 @@ class ModelCard:
 def _l_model(depths: list[int], neck_depth: int, mlp_dim: int = 2048, iou_hidden: int = 256) -> EfficientViTSam:
     backbone = EfficientViTLargeBackbone(width_list=[32, 64, 128, 256, 512], depth_list=depths, block_list=L_BLOCKS)
     neck = SamNeck(
-        fid_list=["stage4", "stage3", "stage2"], in_channel_list=[512, 256, 128], head_width=256,
-        head_depth=neck_depth, expand_ratio=1,
-    )  # fmt: skip
-    return build_efficientvit_sam(backbone=backbone, neck=neck, encoder_input_size=512, mlp_dim=mlp_dim,
-                                  iou_head_hidden_dim=iou_hidden)  # fmt: skip
+        fid_list=["stage4", "stage3", "stage2"],
+        in_channel_list=[512, 256, 128],
+        head_width=256,
+        head_depth=neck_depth,
+        expand_ratio=1,
+    )
+    return build_efficientvit_sam(
+        backbone=backbone, neck=neck, encoder_input_size=512, mlp_dim=mlp_dim, iou_head_hidden_dim=iou_hidden
+    )
 
 
 def _xl_model(depths: list[int], neck_depth: int) -> EfficientViTSam:
     backbone = EfficientViTLargeBackbone(
-        width_list=[32, 64, 128, 256, 512, 1024], depth_list=depths, block_list=XL_BLOCKS, expand_list=XL_EXPAND,
+        width_list=[32, 64, 128, 256, 512, 1024],
+        depth_list=depths,
+        block_list=XL_BLOCKS,
+        expand_list=XL_EXPAND,
         fewer_norm_list=XL_FEWER_NORM,
-    )  # fmt: skip
+    )
     neck = SamNeck(
-        fid_list=["stage5", "stage4", "stage3"], in_channel_list=[1024, 512, 256], head_width=256,
-        head_depth=neck_depth, expand_ratio=4,
-    )  # fmt: skip
+        fid_list=["stage5", "stage4", "stage3"],
+        in_channel_list=[1024, 512, 256],
+        head_width=256,
+        head_depth=neck_depth,
+        expand_ratio=4,
+    )
     return build_efficientvit_sam(backbone=backbone, neck=neck, encoder_input_size=1024)
 
 
 def _mini_l() -> EfficientViTSam:
     backbone = EfficientViTLargeBackbone(width_list=[8, 16, 32, 64, 64], depth_list=[1] * 5, block_list=L_BLOCKS)
     neck = SamNeck(
-        fid_list=["stage4", "stage3", "stage2"], in_channel_list=[64, 64, 32], head_width=32, head_depth=1,
+        fid_list=["stage4", "stage3", "stage2"],
+        in_channel_list=[64, 64, 32],
+        head_width=32,
+        head_depth=1,
         expand_ratio=1,
-    )  # fmt: skip
-    return build_efficientvit_sam(backbone=backbone, neck=neck, encoder_input_size=512, mlp_dim=128,
-                                  iou_head_hidden_dim=64)  # fmt: skip
+    )
+    return build_efficientvit_sam(
+        backbone=backbone, neck=neck, encoder_input_size=512, mlp_dim=128, iou_head_hidden_dim=64
+    )
 
 
 def _mini_xl() -> EfficientViTSam:
     backbone = EfficientViTLargeBackbone(
-        width_list=[8, 8, 16, 32, 64, 64], depth_list=[1] * 6, block_list=XL_BLOCKS, expand_list=XL_EXPAND,
+        width_list=[8, 8, 16, 32, 64, 64],
+        depth_list=[1] * 6,
+        block_list=XL_BLOCKS,
+        expand_list=XL_EXPAND,
         fewer_norm_list=XL_FEWER_NORM,
-    )  # fmt: skip
+    )
     neck = SamNeck(
-        fid_list=["stage5", "stage4", "stage3"], in_channel_list=[64, 64, 32], head_width=32, head_depth=1,
+        fid_list=["stage5", "stage4", "stage3"],
+        in_channel_list=[64, 64, 32],
+        head_width=32,
+        head_depth=1,
         expand_ratio=4,
-    )  # fmt: skip
-    return build_efficientvit_sam(backbone=backbone, neck=neck, encoder_input_size=1024, mlp_dim=128,
-                                  iou_head_hidden_dim=64)  # fmt: skip
+    )
+    return build_efficientvit_sam(
+        backbone=backbone, neck=neck, encoder_input_size=1024, mlp_dim=128, iou_head_hidden_dim=64
+    )
 
 
 def _official(variant: str, size: int) -> ModelCard:
@@ -99,8 +120,13 @@ _BUILDERS: dict[str, tuple[Callable[[], EfficientViTSam], ModelCard]] = {
     "mini-l": (_mini_l, ModelCard("mini-l", 512, None, "tiny L-style test model (random weights unless given)")),
     "mini-xl": (_mini_xl, ModelCard("mini-xl", 1024, None, "tiny XL-style test model (random weights unless given)")),
 }
-ALIASES = {"l0": "efficientvit-sam-l0", "l1": "efficientvit-sam-l1", "l2": "efficientvit-sam-l2",
-           "xl0": "efficientvit-sam-xl0", "xl1": "efficientvit-sam-xl1"}  # fmt: skip
+ALIASES = {
+    "l0": "efficientvit-sam-l0",
+    "l1": "efficientvit-sam-l1",
+    "l2": "efficientvit-sam-l2",
+    "xl0": "efficientvit-sam-xl0",
+    "xl1": "efficientvit-sam-xl1",
+}
 MODEL_NAMES = tuple(_BUILDERS)
 
 

@@ -1,0 +1,181 @@
+"""Decode operator: compressed image bytes → the RGB image resized for the encoder, or an error row. CPU only.
+
+Columns read: ``image_bytes``; ``error_stage`` / ``error_type`` / ``error_message`` (a row where any is set failed
+earlier and passes through untouched; absent columns mean no earlier errors).
+Columns written: ``image_rgb`` (raw HWC uint8 RGB bytes, long side ``long_side``, resized exactly as the official
+predictor does), ``input_h`` / ``input_w`` (int32, its size), ``image_height`` / ``image_width`` (int32, original
+size after EXIF orientation), the three error columns. ``image_bytes`` is dropped; every other column passes
+through, and every input row gives exactly one output row. Error rows carry empty ``image_rgb``, 0 for
+``input_h`` / ``input_w``, and the declared size (as stored, before EXIF orientation) when the header was read,
+else 0. Resources: one CPU per task (``DecodeConfig.num_cpus``), memory of one decoded image at a time.
+
+Decisions:
+
+- EXIF orientation is applied first (``ImageOps.exif_transpose``); sizes and pixels are the oriented image.
+- Every mode becomes RGB. Alpha is dropped, not composited: the stored colour under transparent pixels is kept,
+  which is what ``Image.open(p).convert("RGB")``, the usual way to feed SAM, gives. Palette, bilevel, CMYK and
+  YCbCr go through PIL's ``convert("RGB")``.
+- 16-bit grayscale (``I;16*``) maps v → round(v / 257) = (v + 128) // 257, so 65535 → 255; PIL's own convert
+  clips at 255 instead and turns almost every pixel white. 16-bit RGB(A) files are reduced to 8 bit by PIL at
+  open (v >> 8), which differs from that by at most 1.
+- 32-bit ``I`` and ``F`` images are stretched from their own finite min–max range to 0..255; a constant image
+  becomes 0, NaN becomes 0 and ±inf the ends of the range.
+- Animated GIF / WebP / APNG and multi-page TIFF: the first frame.
+- Resize: ``resize_longest_side`` (a side that would round to 0 px, e.g. a 1×3000 strip, is kept at 1 px).
+- Limits: the declared width×height is checked right after ``Image.open``, before any pixel is decoded, against
+  ``DecodeConfig.max_pixels`` → ``too_large``. PIL's own global bomb limit is raised to ours when lower, so that it
+  can only fire on images we refuse anyway (its error or warning is then recorded as ``too_large``).
+- Truncated files are refused (PIL's ``LOAD_TRUNCATED_IMAGES`` stays off) → ``truncated``; zero bytes → ``empty``;
+  a format PIL cannot identify → ``not_an_image``; any other failure → ``decode_failed``. The message is one
+  line with PIL's reason. One bad image never fails the batch.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline.config import DecodeConfig
+from pipeline.geometry import resize_longest_side
+from pipeline.schema import (
+    ERROR_MESSAGE,
+    ERROR_STAGE,
+    ERROR_TYPE,
+    IMAGE_BYTES,
+    IMAGE_HEIGHT,
+    IMAGE_ORIGINAL_RGB,
+    IMAGE_RGB,
+    IMAGE_WIDTH,
+    INPUT_H,
+    INPUT_W,
+    error_columns,
+    has_error,
+)
+
+STAGE = "decode"
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_MAX_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One row's result: the resized RGB bytes and sizes, or an error (type, message) with what size is known."""
+
+    rgb: bytes = b""
+    original: bytes = b""
+    input_hw: tuple[int, int] = (0, 0)
+    image_hw: tuple[int, int] = (0, 0)
+    error: tuple[str, str] | None = None
+
+
+def decode_images(
+    batch: dict[str, np.ndarray], cfg: DecodeConfig, long_side: int, keep_original: bool = False
+) -> dict[str, np.ndarray]:
+    """Decode every row's ``image_bytes`` into ``image_rgb`` with long side ``long_side`` (see the module doc).
+
+    ``keep_original`` also writes ``image_original_rgb`` (raw HWC uint8 at the original size), which crop layers
+    of the grid mode need; it is off otherwise to keep full-size pixels out of the object store.
+    """
+    if IMAGE_BYTES not in batch:
+        raise ValueError(f"decode_images needs column {IMAGE_BYTES!r}, got columns {sorted(batch)}")
+    if long_side < 1:
+        raise ValueError(f"long_side must be >= 1, got {long_side}")
+    _defer_pil_limit_to(cfg.max_pixels)
+    n = len(batch[IMAGE_BYTES])
+    errors = error_columns(batch, n)
+    rgb = np.full(n, b"", dtype=object)
+    originals = np.full(n, b"", dtype=object)
+    sizes = {c: np.zeros(n, dtype=np.int32) for c in (INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH)}
+    for i, raw in enumerate(batch[IMAGE_BYTES]):
+        if has_error(errors, i):
+            continue
+        result = _decode_one(raw, cfg.max_pixels, long_side, keep_original)
+        rgb[i] = result.rgb
+        originals[i] = result.original
+        sizes[INPUT_H][i], sizes[INPUT_W][i] = result.input_hw
+        sizes[IMAGE_HEIGHT][i], sizes[IMAGE_WIDTH][i] = result.image_hw
+        if result.error is not None:
+            errors[ERROR_STAGE][i] = STAGE
+            errors[ERROR_TYPE][i], errors[ERROR_MESSAGE][i] = result.error
+    out = {k: v for k, v in batch.items() if k != IMAGE_BYTES}
+    out.update({IMAGE_RGB: rgb, **sizes, **errors})
+    if keep_original:
+        out[IMAGE_ORIGINAL_RGB] = originals
+    return out
+
+
+def _decode_one(raw: bytes | None, max_pixels: int, long_side: int, keep_original: bool) -> _Decoded:
+    if not raw:
+        return _Decoded(error=("empty", "the file has zero bytes"))
+    declared = (0, 0)
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            declared = (im.height, im.width)
+            if im.width * im.height > max_pixels:
+                return _too_large(declared, max_pixels)
+            im.load()
+            image = _to_rgb(ImageOps.exif_transpose(im))
+        resized = resize_longest_side(image, long_side)
+    except Exception as exc:  # whatever one file does becomes that file's error row
+        return _Decoded(image_hw=declared, error=(_error_type(exc), _one_line(exc)))
+    original = image.tobytes() if keep_original else b""
+    return _Decoded(resized.tobytes(), original, resized.shape[:2], image.shape[:2])
+
+
+def _too_large(declared_hw: tuple[int, int], max_pixels: int) -> _Decoded:
+    h, w = declared_hw
+    message = f"declared size {w}x{h} = {w * h} pixels exceeds decode.max_pixels={max_pixels}"
+    return _Decoded(image_hw=declared_hw, error=("too_large", message))
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode → HWC uint8 RGB (alpha dropped; 16-bit and 32-bit grayscale scaled as the module doc says)."""
+    if im.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(im).astype(np.uint32)
+        return _gray_to_rgb(((wide + 128) // 257).astype(np.uint8))
+    if im.mode in ("I", "F"):
+        return _gray_to_rgb(_stretch_to_uint8(np.asarray(im, dtype=np.float64)))
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or finite.max() == finite.min():
+        return np.zeros(values.shape, dtype=np.uint8)
+    lo, hi = finite.min(), finite.max()
+    scaled = np.nan_to_num((values - lo) * (255.0 / (hi - lo)), nan=0.0, posinf=255.0, neginf=0.0)
+    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def _error_type(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not_an_image"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return "too_large"
+    if isinstance(exc, OSError) and "truncated" in str(exc).lower():
+        return "truncated"
+    return "decode_failed"
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        # PIL's text names the BytesIO object's address, which would make reruns differ.
+        return "UnidentifiedImageError: Pillow cannot identify the image format"
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"[:_MAX_MESSAGE_CHARS]
+
+
+def _defer_pil_limit_to(max_pixels: int) -> None:
+    # PIL refuses (above 2x) or warns about (above 1x) Image.MAX_IMAGE_PIXELS inside Image.open, before our own
+    # check could run. At >= max_pixels it only fires on images we refuse anyway; a higher or disabled (None)
+    # limit set by the user is left alone.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and limit < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels

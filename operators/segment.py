@@ -1,0 +1,146 @@
+"""Segment operator: encoder → prompts → mask decoder → filter on low-res logits → upsample kept masks → RLE.
+
+One actor per GPU (or a CPU actor); the 256×64×64 embedding never leaves it.
+
+Reads:  image_id · image_rgb (raw HWC uint8, resized) · input_h · input_w · image_height · image_width ·
+        error_* · prompt_boxes_xyxy (boxes/yolo modes)
+        image_original_rgb (grid crop layers only)
+Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · mask_stability_score · mask_score ·
+        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask); drops the image columns.
+Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
+with stage "segment" and the other images of the batch are still labeled.
+Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from pipeline import schema as col
+from pipeline.box_prompts import segment_boxes
+from pipeline.config import BoxesConfig, GridConfig, ModelConfig, PromptMode, StorageConfig
+from pipeline.grid import GridMasks, generate_grid_masks
+from pipeline.masks import ImageMasks
+from pipeline.predictor import EncodedImages
+from pipeline.runtime import load_runtime
+
+log = logging.getLogger(__name__)
+OUTPUT_LISTS = (
+    col.MASK_RLE_COUNTS,
+    col.MASK_BBOX_XYXY,
+    col.MASK_AREA,
+    col.MASK_PREDICTED_IOU,
+    col.MASK_STABILITY,
+    col.MASK_SCORE,
+    col.MASK_PROMPT_INDEX,
+    col.MASK_PROMPT_POINTS,
+)
+
+
+class Segment:
+    def __init__(
+        self,
+        model: ModelConfig,
+        mode: PromptMode,
+        grid: GridConfig,
+        boxes: BoxesConfig,
+        storage: StorageConfig,
+        decoder_chunk: int,
+        num_threads: int | None = None,
+    ) -> None:
+        # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
+        torch.set_num_threads(num_threads or os.cpu_count() or 1)
+        self.mode, self.grid, self.boxes = mode, grid, boxes
+        self.runtime = load_runtime(model, storage, decoder_chunk)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch[col.IMAGE_ID])
+        results: list[ImageMasks | None] = [None] * n
+        errors = col.error_columns(batch, n)
+        ok = [i for i in range(n) if not col.has_error(errors, i)]
+        try:
+            for i, masks in zip(ok, self._segment(batch, ok), strict=True):
+                results[i] = masks
+        except Exception:  # isolate the image that fails; the rest of the batch is still labeled
+            log.exception("segment batch failed; retrying its images one by one")
+            for i in ok:
+                try:
+                    results[i] = self._segment(batch, [i])[0]
+                except Exception as e:
+                    errors[col.ERROR_STAGE][i] = "segment"
+                    errors[col.ERROR_TYPE][i] = type(e).__name__
+                    errors[col.ERROR_MESSAGE][i] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB)}
+        out.update(errors)
+        out.update(_to_columns(results))
+        return out
+
+    def _segment(self, batch: dict[str, np.ndarray], rows: list[int]) -> list[ImageMasks]:
+        if not rows:
+            return []
+        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
+        if self.mode == "grid":
+            originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
+            grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals)
+            return [_from_grid(g) for g in grid]
+        encoded = EncodedImages(self.runtime.encode(canvases, input_hw), original_hw)
+        boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
+        return segment_boxes(self.runtime, encoded, boxes, self.boxes)
+
+
+def _canvases(batch: dict[str, np.ndarray], rows: list[int], size: int) -> tuple[np.ndarray, ...]:
+    canvases = np.zeros((len(rows), size, size, 3), np.uint8)
+    input_hw = np.zeros((len(rows), 2), np.int64)
+    original_hw = np.zeros((len(rows), 2), np.int64)
+    for k, i in enumerate(rows):
+        h, w = int(batch[col.INPUT_H][i]), int(batch[col.INPUT_W][i])
+        if max(h, w) > size:
+            raise ValueError(
+                f"image {batch[col.IMAGE_ID][i]!r} was decoded at {h}x{w}, larger than the encoder input {size}"
+            )
+        canvases[k, :h, :w] = np.frombuffer(batch[col.IMAGE_RGB][i], np.uint8).reshape(h, w, 3)
+        input_hw[k] = (h, w)
+        original_hw[k] = (int(batch[col.IMAGE_HEIGHT][i]), int(batch[col.IMAGE_WIDTH][i]))
+    return canvases, input_hw, original_hw
+
+
+def _originals(batch: dict[str, np.ndarray], rows: list[int], original_hw: np.ndarray) -> list[np.ndarray]:
+    if col.IMAGE_ORIGINAL_RGB not in batch:
+        raise ValueError(f"grid crop layers need the originals in column {col.IMAGE_ORIGINAL_RGB!r}")
+    return [
+        np.frombuffer(batch[col.IMAGE_ORIGINAL_RGB][i], np.uint8).reshape(int(h), int(w), 3)
+        for i, (h, w) in zip(rows, original_hw, strict=True)
+    ]
+
+
+def _from_grid(grid: GridMasks) -> ImageMasks:
+    return ImageMasks(
+        rles=list(grid.rles),
+        boxes_xyxy=grid.boxes_xyxy,
+        areas=grid.areas,
+        predicted_iou=grid.predicted_iou,
+        stability_score=grid.stability_score,
+        scores=grid.predicted_iou,
+        prompt_index=np.arange(len(grid.rles), dtype=np.int64),
+        prompt_points=np.asarray(grid.point_coords, np.float32).reshape(-1, 1, 2),
+    )
+
+
+def _to_columns(results: list[ImageMasks | None]) -> dict[str, np.ndarray]:
+    columns: dict[str, list] = {c: [] for c in OUTPUT_LISTS}
+    for result in results:
+        masks = result or ImageMasks.empty()
+        points = masks.prompt_points
+        columns[col.MASK_RLE_COUNTS].append([r["counts"] for r in masks.rles])
+        columns[col.MASK_BBOX_XYXY].append(masks.boxes_xyxy.tolist())
+        columns[col.MASK_AREA].append(masks.areas.tolist())
+        columns[col.MASK_PREDICTED_IOU].append(masks.predicted_iou.tolist())
+        columns[col.MASK_STABILITY].append(masks.stability_score.tolist())
+        columns[col.MASK_SCORE].append(masks.scores.tolist())
+        columns[col.MASK_PROMPT_INDEX].append(masks.prompt_index.tolist())
+        columns[col.MASK_PROMPT_POINTS].append([[] for _ in masks.rles] if points is None else points.tolist())
+    return {c: col.object_column(v) for c, v in columns.items()}

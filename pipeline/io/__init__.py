@@ -1,0 +1,1 @@
+"""Storage access (local paths, ``file://``, ``s3://``, ``hf://`` weights) and input listing."""

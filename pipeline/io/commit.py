@@ -1,0 +1,68 @@
+"""Commit a run: check that every input image is done exactly once, then write coco.json, run.json and _SUCCESS."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Literal
+
+import pyarrow as pa
+
+from pipeline import schema as col
+from pipeline.config import StorageConfig
+from pipeline.io import storage as st
+from pipeline.io.coco import build_coco
+from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, read_table
+from pipeline.io.tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
+
+
+class IncompleteRunError(RuntimeError):
+    """The written parts do not cover the input exactly once; the run is not committed."""
+
+
+def commit_run(
+    output_uri: str,
+    storage: StorageConfig,
+    *,
+    expected_image_ids: set[str],
+    categories: list[dict],
+    coco: bool,
+    segmentation: Literal["rle", "polygon"],
+    run_info: dict,
+) -> dict[str, int]:
+    """Verifies the parts, writes coco.json (optional) and run.json, then _SUCCESS; returns the counts."""
+    images = _read(output_uri, IMAGES, storage, IMAGES_SCHEMA)
+    ids = images[col.IMAGE_ID].to_pylist()
+    duplicated = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicated:
+        raise IncompleteRunError(f"{len(duplicated)} images were written twice (e.g. {duplicated[0]!r})")
+    missing = expected_image_ids - set(ids)
+    if missing:
+        raise IncompleteRunError(f"{len(missing)} input images have no result (e.g. {sorted(missing)[0]!r})")
+    annotations = _read(output_uri, ANNOTATIONS, storage, ANNOTATIONS_SCHEMA)
+    if annotations.num_rows != len(set(annotations[col.ANNOTATION_ID].to_pylist())):
+        raise IncompleteRunError("annotation ids are not unique; the run is not committed")
+    statuses = Counter(images[col.STATUS].to_pylist())
+    counts = {
+        "images": images.num_rows,
+        "labeled": statuses.get("labeled", 0),
+        "errors": statuses.get("error", 0),
+        "annotations": annotations.num_rows,
+    }
+    if coco:
+        info = {"description": "samlabel", "model": run_info["model"]["name"], "run_id": run_info["run_id"]}
+        document = build_coco(images, annotations, categories, segmentation, info)
+        _write_json(st.join_uri(output_uri, COCO_JSON), document, storage, indent=None)
+    _write_json(st.join_uri(output_uri, RUN_JSON), {**run_info, "counts": counts}, storage, indent=2)
+    st.write_bytes(st.join_uri(output_uri, SUCCESS), b"", storage)
+    return counts
+
+
+def _read(output_uri: str, folder: str, storage: StorageConfig, schema: pa.Schema) -> pa.Table:
+    table = read_table(output_uri, folder, storage)
+    return table.cast(schema) if table.num_columns else schema.empty_table()
+
+
+def _write_json(uri: str, document: dict, storage: StorageConfig, indent: int | None) -> None:
+    separators = (",", ":") if indent is None else None
+    st.write_bytes(uri, json.dumps(document, indent=indent, separators=separators).encode(), storage)

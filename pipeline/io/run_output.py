@@ -1,0 +1,147 @@
+"""The output folder of a run: part files, the start marker, resume state (pure storage calls, no Ray).
+
+Layout under ``--output``::
+
+    annotations/part-<h>.parquet   one row per kept mask
+    errors/part-<h>.parquet        one row per image that could not be labeled
+    images/part-<h>.parquet        one row per image the part completed (labeled or error): the completion record
+    _started.json                  config fingerprint of the run being written (resume refuses another config)
+    coco.json, run.json, _SUCCESS  written by the commit, _SUCCESS last
+
+``<h>`` is a hash of the image ids in the part, so a retried write task rewrites the same files. A part's
+``images`` file is written after its other files: an image is done exactly when it appears in ``images/``, and
+``annotations``/``errors`` files without their ``images`` file (a crash between writes) are deleted on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from pipeline import schema as col
+from pipeline.config import StorageConfig
+from pipeline.io import storage as st
+from pipeline.io.tables import split_records
+
+ANNOTATIONS, ERRORS, IMAGES = "annotations", "errors", "images"
+STARTED, RUN_JSON, COCO_JSON, SUCCESS = "_started.json", "run.json", "coco.json", "_SUCCESS"
+
+
+class OutputConflictError(ValueError):
+    """The output folder holds something this run must not touch or mix with."""
+
+
+@dataclass(frozen=True)
+class OutputState:
+    complete: bool
+    """A run with the same fingerprint already committed here."""
+    done_image_ids: frozenset[str]
+    """Images completed by an earlier, interrupted attempt of the same run."""
+
+
+def part_name(image_ids: list[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(image_ids)).encode("utf-8")).hexdigest()
+    return f"part-{digest[:24]}.parquet"
+
+
+def write_part(output_uri: str, storage: StorageConfig, records: pa.Table) -> dict[str, int]:
+    """Writes one part (annotations, errors, then images last) and returns its counts."""
+    annotations, errors, images = (t.sort_by(col.IMAGE_ID) for t in split_records(records))
+    name = part_name(images[col.IMAGE_ID].to_pylist())
+    start = time.perf_counter()
+    for folder, table in ((ANNOTATIONS, annotations), (ERRORS, errors)):
+        if table.num_rows:
+            st.write_bytes(st.join_uri(output_uri, folder, name), _parquet_bytes(table), storage)
+    st.write_bytes(st.join_uri(output_uri, IMAGES, name), _parquet_bytes(images), storage)
+    return {
+        "images": images.num_rows,
+        "labeled": images.num_rows - errors.num_rows,
+        "errors": errors.num_rows,
+        "annotations": annotations.num_rows,
+        "write_seconds": time.perf_counter() - start,
+    }
+
+
+def prepare_output(output_uri: str, storage: StorageConfig, fingerprint: str, config: dict) -> OutputState:
+    """Checks the output folder before any work: fresh, resumable (same fingerprint) or complete."""
+    if st.exists(st.join_uri(output_uri, SUCCESS), storage):
+        previous = _read_json(st.join_uri(output_uri, RUN_JSON), storage).get("fingerprint")
+        if previous != fingerprint:
+            raise OutputConflictError(
+                f"{output_uri} already holds a completed run with another configuration "
+                f"(fingerprint {str(previous)[:12]} vs {fingerprint[:12]}); choose a new --output"
+            )
+        return OutputState(complete=True, done_image_ids=frozenset())
+    started_uri = st.join_uri(output_uri, STARTED)
+    if st.exists(started_uri, storage):
+        previous = _read_json(started_uri, storage).get("fingerprint")
+        if previous != fingerprint:
+            raise OutputConflictError(
+                f"{output_uri} holds an unfinished run with another configuration "
+                f"(fingerprint {str(previous)[:12]} vs {fingerprint[:12]}); rerun it with its own config or "
+                f"choose a new --output"
+            )
+        delete_orphan_parts(output_uri, storage)
+        return OutputState(complete=False, done_image_ids=frozenset(read_done_image_ids(output_uri, storage)))
+    if _has_files(output_uri, storage):
+        raise OutputConflictError(f"{output_uri} is not empty and holds no samlabel run; choose an empty --output")
+    payload = {"fingerprint": fingerprint, "config": config, "started_at": time.time()}
+    st.write_bytes(started_uri, json.dumps(payload, indent=2).encode(), storage)
+    return OutputState(complete=False, done_image_ids=frozenset())
+
+
+def read_table(output_uri: str, folder: str, storage: StorageConfig, columns: list[str] | None = None) -> pa.Table:
+    """All part files of one output dataset as one table (empty table with no columns when there are none)."""
+    uris = [uri for uri, _ in _list(st.join_uri(output_uri, folder), storage) if uri.endswith(".parquet")]
+    if not uris:
+        return pa.table({})
+    fs, _ = st.filesystem(uris[0], storage)
+    paths = [st.filesystem(uri, storage)[1] for uri in uris]
+    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
+def read_done_image_ids(output_uri: str, storage: StorageConfig) -> set[str]:
+    table = read_table(output_uri, IMAGES, storage, columns=[col.IMAGE_ID])
+    return set(table[col.IMAGE_ID].to_pylist()) if table.num_columns else set()
+
+
+def delete_orphan_parts(output_uri: str, storage: StorageConfig) -> list[str]:
+    """Deletes annotations/errors parts whose images part is missing (their images will be labeled again)."""
+    done = {uri.rsplit("/", 1)[-1] for uri, _ in _list(st.join_uri(output_uri, IMAGES), storage)}
+    orphans = []
+    for folder in (ANNOTATIONS, ERRORS):
+        for uri, _ in _list(st.join_uri(output_uri, folder), storage):
+            if uri.rsplit("/", 1)[-1] not in done:
+                st.delete(uri, storage)
+                orphans.append(uri)
+    return orphans
+
+
+def _list(prefix_uri: str, storage: StorageConfig) -> list[tuple[str, int]]:
+    if not st.exists(prefix_uri, storage):
+        return []
+    return st.list_files(prefix_uri, storage, recursive=False)
+
+
+def _has_files(output_uri: str, storage: StorageConfig) -> bool:
+    return st.exists(output_uri, storage) and bool(st.list_files(output_uri, storage, recursive=True))
+
+
+def _read_json(uri: str, storage: StorageConfig) -> dict:
+    try:
+        return json.loads(st.read_bytes(uri, storage))
+    except (OSError, ValueError):
+        return {}
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()

@@ -1,0 +1,74 @@
+"""One labeling run on Ray: stream the remaining images through the graph into the sink, then commit."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import pyarrow as pa
+import ray
+
+from pipeline import schema as col
+from pipeline.config import LabelConfig
+from pipeline.graph import build_label_dataset, init_ray, segment_resources
+from pipeline.inputs import InputPlan
+from pipeline.io.commit import commit_run
+from pipeline.io.sink import LabelSink
+
+
+def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict, started_at: float) -> str:
+    """Labels ``todo`` (the images of ``plan`` not done yet), commits the whole run and returns a summary line."""
+    init_ray(cfg)
+    cluster = ray.cluster_resources()
+    resources = segment_resources(cfg, cluster)
+    sink = LabelSink(cfg.output.uri, cfg.storage, min_rows_per_write=cfg.output.images_per_part)
+    label_start = time.time()
+    if todo.num_rows:
+        ds = build_label_dataset(cfg, todo, run_id=info["run_id"], categories=plan.categories, resources=resources)
+        ds.write_datasink(sink)
+    label_seconds = time.time() - label_start
+    commit_start = time.time()
+    done_now = int(sink.totals.get("images", 0))
+    run_info = {
+        **info,
+        "versions": _versions(),
+        "cluster": {"resources": cluster, "segment_actors": resources.actors, "gpus_per_actor": resources.num_gpus},
+        "this_attempt": {k: v for k, v in sink.totals.items()},
+        "timings": {
+            "label_seconds": round(label_seconds, 3),
+            "total_seconds": round(time.time() - started_at, 3),
+            "images_per_second": round(done_now / label_seconds, 3) if label_seconds > 0 else None,
+        },
+    }
+    counts = commit_run(
+        cfg.output.uri,
+        cfg.storage,
+        expected_image_ids=set(plan.table[col.IMAGE_ID].to_pylist()),
+        categories=plan.categories,
+        coco=cfg.output.coco,
+        segmentation=cfg.output.coco_segmentation,
+        run_info=run_info,
+    )
+    commit_seconds = time.time() - commit_start
+    rate = f"{done_now / label_seconds:.2f} images/s" if label_seconds > 0 and done_now else "n/a"
+    return (
+        f"samlabel: done: {counts['labeled']} images labeled, {counts['errors']} in errors/, "
+        f"{counts['annotations']} masks; this attempt {done_now} images in {label_seconds:.1f} s ({rate}), "
+        f"commit {commit_seconds:.1f} s; outputs in {cfg.output.uri}"
+    )
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    import pipeline
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "pyarrow": pa.__version__,
+        "numpy": numpy.__version__,
+        "samlabel": getattr(pipeline, "__version__", "0.1.0"),
+    }

@@ -1,0 +1,100 @@
+"""How a model runs: ``load_runtime`` builds the configured backend inside the worker that uses it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from pipeline.config import ModelConfig, StorageConfig
+from pipeline.models import EfficientViTSam, create_model, model_card
+from pipeline.runtime.base import SamRuntime
+from pipeline.runtime.torch_backend import TorchSam, pick_device
+
+
+def resolve_weights(model: ModelConfig) -> str | None:
+    """The weight URI to load: the configured one, else the model card's default (None = random test model)."""
+    return model.weights or model_card(model.name).default_weights
+
+
+def cache_dir(model: ModelConfig) -> Path:
+    return Path(model.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "samlabel"))
+
+
+def load_model(model: ModelConfig, storage: StorageConfig) -> tuple[EfficientViTSam, str | None]:
+    """Builds the model and loads its weights (strict, weights_only); returns it with the weights' sha256."""
+    from pipeline.models.checkpoint import load_checkpoint
+
+    sam = create_model(model.name)
+    weights = resolve_weights(model)
+    if weights is None:
+        return sam, None
+    sha256 = load_checkpoint(
+        sam,
+        weights,
+        storage=storage,
+        cache_dir=model.cache_dir,
+        expected_sha256=model.weights_sha256,
+        model_name=model.name,
+    )
+    return sam, sha256
+
+
+def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int) -> SamRuntime:
+    """The configured backend with the model's weights, on the device picked inside this worker."""
+    device = pick_device(model.device)
+    sam, sha256 = load_model(model, storage)
+    if model.backend == "torch":
+        return TorchSam(sam, device=device, precision=model.precision, decoder_chunk=decoder_chunk)
+    if model.backend == "onnx":
+        from pipeline.runtime.onnx_backend import OnnxSam
+
+        folder = _exported_onnx(sam, model, sha256)
+        return OnnxSam(
+            folder,
+            device=device.type,
+            decoder_chunk=decoder_chunk,
+            encoder_input_size=sam.encoder_input_size,
+            intra_op_threads=torch.get_num_threads(),
+        )
+    raise ValueError(f"model.backend={model.backend!r} is not available in this build")
+
+
+def _exported_onnx(sam: EfficientViTSam, model: ModelConfig, sha256: str | None) -> Path:
+    """ONNX export of these weights, made once per (model, weights, torch version) and cached."""
+    from pipeline.runtime.export import export_onnx
+
+    key = f"{model.name}-{(sha256 or 'random')[:16]}-torch{torch.__version__.split('+')[0]}"
+    folder = cache_dir(model) / "onnx" / key
+    if not (folder / "onnx_card.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f"{key}.tmp-{os.getpid()}")
+        export_onnx(sam, staging, model_name=model.name)
+        try:
+            staging.rename(folder)
+        except OSError:  # another worker on this node finished the same export first
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def verify_weights(model: ModelConfig, storage: StorageConfig) -> str | None:
+    """Fetches and checks the weight file on the driver (strict keys and shapes) before any image is read.
+
+    Returns its sha256, or None for a test model without weights. Raises CheckpointError (a ValueError).
+    """
+    from pipeline.models.checkpoint import load_checkpoint
+
+    weights = resolve_weights(model)
+    if weights is None:
+        return None
+    structure = create_model(model.name, device="meta")  # keys and shapes only, no memory
+    return load_checkpoint(
+        structure,
+        weights,
+        storage=storage,
+        cache_dir=model.cache_dir,
+        expected_sha256=model.weights_sha256,
+        model_name=model.name,
+    )

@@ -1,0 +1,41 @@
+"""One local Ray cluster for all end-to-end tests: 4 logical CPUs and 1 logical GPU, so GPU operators schedule on
+CPU-only machines (the actors pick their device themselves)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_context() -> Iterator[object]:
+    """Starts the cluster (with the dashboard, for the Jobs API) and yields its ``RayContext``."""
+    import ray
+
+    context = ray.init(
+        num_cpus=4,
+        num_gpus=1,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        object_store_memory=400 * 2**20,
+        log_to_driver=False,
+    )
+    try:
+        yield context
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_context) -> str:
+    """Address of the session cluster, for ``--set ray.address=...``."""
+    return ray_context.address_info["address"]
+
+
+def read_dataset(path: Path | str, sort_by: list[str]) -> list[dict]:
+    """All rows of a Parquet output dataset, sorted, as dicts."""
+    table = pads.dataset(str(path), format="parquet").to_table()
+    return table.sort_by([(c, "ascending") for c in sort_by]).to_pylist() if table.num_rows else []
