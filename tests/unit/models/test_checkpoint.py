@@ -97,6 +97,20 @@ def test_l0_wrapped_state_dict_from_s3(
     assert _same(model.state_dict(), expected)
 
 
+def test_xl0_state_dict_from_a_local_path_and_from_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+    expected = create_model("efficientvit-sam-xl0", seed=2).state_dict()
+    path = tmp_path / "efficientvit_sam_xl0.pt"
+    torch.save(expected, path)
+    local = create_model("xl0")
+    load_checkpoint(local, str(path), model_name="efficientvit-sam-xl0")
+    assert _same(local.state_dict(), expected)
+    boto3.client("s3", endpoint_url=s3_endpoint).upload_file(str(path), s3_bucket, "ckpt/xl0.pt")
+    remote = create_model("xl0")
+    storage = StorageConfig(s3_endpoint_url=s3_endpoint)
+    load_checkpoint(remote, f"s3://{s3_bucket}/ckpt/xl0.pt", storage=storage, cache_dir=tmp_path / "cache")
+    assert _same(remote.state_dict(), expected)
+
+
 def test_fp16_safetensors_detected_by_content(tmp_path: Path) -> None:
     source = create_model("mini-xl", seed=3).state_dict()
     path = tmp_path / "weights.bin"  # no .safetensors suffix: the content decides
