@@ -1,8 +1,9 @@
 """EfficientViT-SAM: EfficientViT image encoder (backbone + SamNeck + LayerNorm2d) with SAM's prompt encoder and
 mask decoder (Meta's ``segment_anything.modeling`` classes, used unchanged).
 
-The image embedding is always [B,256,64,64]. The encoder input is S×S (512 for L models, 1024 for XL), while
-prompts, the mask frame and the prompt encoder's normalisation always use the 1024 frame.
+The image embedding is [B,C,64,64] with C = 256 for every official variant (a registered demo model may use a
+narrower C; ``EfficientViTSam.embed_dim`` says which). The encoder input is S×S (512 for L models, 1024 for XL),
+while prompts, the mask frame and the prompt encoder's normalisation always use the 1024 frame.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SamNeck(nn.Module):
     ) -> None:
         super().__init__()
         self.input_keys = list(fid_list)
+        self.out_dim = out_dim
         self.input_ops = nn.ModuleList(
             OpSequential([ConvLayer(c, head_width, 1, norm="bn2d", act=None), UpSampleLayer(size=EMBED_HW)])
             for c in in_channel_list
@@ -83,10 +85,10 @@ class EfficientViTSamImageEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
-        self.norm = LayerNorm2d(EMBED_DIM, eps=NORM_EPS)
+        self.norm = LayerNorm2d(neck.out_dim, eps=NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B,3,S,S] normalised, padded image → [B,256,64,64] embedding."""
+        """[B,3,S,S] normalised, padded image → [B,C,64,64] embedding (C = 256 for the official variants)."""
         return self.norm(self.neck(self.backbone(x)))
 
 
@@ -109,19 +111,32 @@ class EfficientViTSam(nn.Module):
         self.mask_decoder = mask_decoder
         self.encoder_input_size = encoder_input_size
 
+    @property
+    def embed_dim(self) -> int:
+        """Channels C of the image embedding [B,C,64,64] (256 for every official variant)."""
+        return self.prompt_encoder.embed_dim
 
-def build_sam_heads(*, mlp_dim: int = 2048, iou_head_hidden_dim: int = 256) -> tuple[PromptEncoder, MaskDecoder]:
-    """SAM's prompt encoder and mask decoder as EfficientViT-SAM builds them, with eps 1e-6 on every LayerNorm."""
+
+def build_sam_heads(
+    *, embed_dim: int = EMBED_DIM, num_heads: int = 8, mlp_dim: int = 2048, iou_head_hidden_dim: int = 256
+) -> tuple[PromptEncoder, MaskDecoder]:
+    """SAM's prompt encoder and mask decoder as EfficientViT-SAM builds them, with eps 1e-6 on every LayerNorm.
+
+    The defaults are the official (SAM-ViT-H) sizes; ``embed_dim`` must be divisible by 8 (the output upscaling
+    ends at C/8 channels) and by ``2 * num_heads`` (cross-attention halves the width).
+    """
+    if embed_dim % 8 or embed_dim % (2 * num_heads):
+        raise ValueError(f"embed_dim {embed_dim} must be divisible by 8 and by 2*num_heads ({2 * num_heads})")
     prompt_encoder = PromptEncoder(
-        embed_dim=EMBED_DIM,
+        embed_dim=embed_dim,
         image_embedding_size=EMBED_HW,
         input_image_size=(PROMPT_FRAME, PROMPT_FRAME),
         mask_in_chans=16,
     )
     mask_decoder = MaskDecoder(
         num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=mlp_dim, num_heads=8),
-        transformer_dim=EMBED_DIM,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=mlp_dim, num_heads=num_heads),
+        transformer_dim=embed_dim,
         iou_head_depth=3,
         iou_head_hidden_dim=iou_head_hidden_dim,
     )
@@ -138,8 +153,12 @@ def build_efficientvit_sam(
     encoder_input_size: int,
     mlp_dim: int = 2048,
     iou_head_hidden_dim: int = 256,
+    num_heads: int = 8,
 ) -> EfficientViTSam:
-    prompt_encoder, mask_decoder = build_sam_heads(mlp_dim=mlp_dim, iou_head_hidden_dim=iou_head_hidden_dim)
+    """The full model; the embedding width is the neck's ``out_dim`` (256 unless a demo model narrows it)."""
+    prompt_encoder, mask_decoder = build_sam_heads(
+        embed_dim=neck.out_dim, num_heads=num_heads, mlp_dim=mlp_dim, iou_head_hidden_dim=iou_head_hidden_dim
+    )
     model = EfficientViTSam(
         EfficientViTSamImageEncoder(backbone, neck), prompt_encoder, mask_decoder, encoder_input_size
     )
@@ -147,12 +166,12 @@ def build_efficientvit_sam(
 
 
 def embed_prompt_tokens(prompt_encoder: PromptEncoder, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[P,T,2] coords (1024 frame) and [P,T] labels → sparse embeddings [P,T,256].
+    """[P,T,2] coords (1024 frame) and [P,T] labels → sparse embeddings [P,T,C].
 
     Equal to ``PromptEncoder`` on points + box corners, written with masks instead of indexing so that the same
     function exports to ONNX: label -1 takes ``not_a_point_embed`` in place of the position encoding.
     """
-    pe = prompt_encoder.pe_layer.forward_with_coords(coords + 0.5, prompt_encoder.input_image_size)  # [P,T,256]
+    pe = prompt_encoder.pe_layer.forward_with_coords(coords + 0.5, prompt_encoder.input_image_size)  # [P,T,C]
     labels = labels.unsqueeze(-1)
     is_pad = (labels == -1).to(pe.dtype)
     out = pe * (1 - is_pad) + prompt_encoder.not_a_point_embed.weight * is_pad
@@ -162,7 +181,7 @@ def embed_prompt_tokens(prompt_encoder: PromptEncoder, coords: torch.Tensor, lab
 
 
 def embed_dense(prompt_encoder: PromptEncoder, mask_input: torch.Tensor | None, num_prompts: int) -> torch.Tensor:
-    """[P,1,256,256] mask logits (or None) → dense embeddings [P,256,64,64]."""
+    """[P,1,256,256] mask logits (or None) → dense embeddings [P,C,64,64]."""
     if mask_input is not None:
         return prompt_encoder.mask_downscaling(mask_input)
     return prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(num_prompts, -1, *EMBED_HW)
@@ -178,8 +197,8 @@ def decode_masks(
     """SAM's ``MaskDecoder.predict_masks`` with one image embedding per prompt instead of one shared embedding.
 
     Args:
-        image_embeddings: [P,256,64,64], already indexed per prompt. image_pe: [1,256,64,64].
-        sparse: [P,T,256]. dense: [P,256,64,64].
+        image_embeddings: [P,C,64,64], already indexed per prompt. image_pe: [1,C,64,64].
+        sparse: [P,T,C]. dense: [P,C,64,64].
     Returns:
         Low-res mask logits [P,4,256,256] and predicted IoU [P,4] for all four mask tokens.
     """

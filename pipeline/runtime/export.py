@@ -3,8 +3,9 @@
 Files written to the output folder:
 
 * ``encoder.onnx``: ``input_image`` [B,3,S,S] float32, already normalised and zero-padded (see
-  :func:`pipeline.geometry.normalize_and_pad`) → ``image_embeddings`` [B,256,64,64]; B dynamic.
-* ``decoder.onnx``: ``image_embeddings`` [N,256,64,64], ``image_index`` [P] int64, ``point_coords`` [P,T,2] and
+  :func:`pipeline.geometry.normalize_and_pad`) → ``image_embeddings`` [B,C,64,64]; B dynamic; C = 256 for the
+  official variants (the model's ``embed_dim``).
+* ``decoder.onnx``: ``image_embeddings`` [N,C,64,64], ``image_index`` [P] int64, ``point_coords`` [P,T,2] and
   ``point_labels`` [P,T] (the tokens of :func:`pipeline.prompts.make_prompts`, padding point included),
   ``mask_input`` [P,1,256,256], ``has_mask_input`` [P] float32 (1 uses ``mask_input``, 0 ignores it) →
   ``low_res_masks`` [P,4,256,256] and ``iou_predictions`` [P,4] for all four mask tokens; N, P, T dynamic.
@@ -50,15 +51,19 @@ DECODER_DYNAMIC_AXES = {
     "low_res_masks": {0: "num_prompts"},
     "iou_predictions": {0: "num_prompts"},
 }
-OUTPUT_SHAPES: dict[str, list[int | str]] = {
-    "image_embeddings": ["batch", EMBED_DIM, *EMBED_HW],
-    "low_res_masks": ["num_prompts", 4, 256, 256],
-    "iou_predictions": ["num_prompts", 4],
-}
+
+
+def output_shapes(embed_dim: int) -> dict[str, list[int | str]]:
+    """Declared output shapes of the two graphs for a model whose embedding has ``embed_dim`` channels."""
+    return {
+        "image_embeddings": ["batch", embed_dim, *EMBED_HW],
+        "low_res_masks": ["num_prompts", 4, 256, 256],
+        "iou_predictions": ["num_prompts", 4],
+    }
 
 
 class EncoderForExport(nn.Module):
-    """[B,3,S,S] normalised, padded image → [B,256,64,64]; pre- and postprocessing stay outside the graph."""
+    """[B,3,S,S] normalised, padded image → [B,C,64,64]; pre- and postprocessing stay outside the graph."""
 
     def __init__(self, model: EfficientViTSam) -> None:
         super().__init__()
@@ -76,18 +81,18 @@ class DecoderForExport(nn.Module):
         self.prompt_encoder: PromptEncoder = model.prompt_encoder
         self.mask_decoder: MaskDecoder = model.mask_decoder
         with torch.no_grad():
-            self.register_buffer("image_pe", model.prompt_encoder.get_dense_pe(), persistent=False)  # [1,256,64,64]
+            self.register_buffer("image_pe", model.prompt_encoder.get_dense_pe(), persistent=False)  # [1,C,64,64]
 
     def forward(
         self,
-        image_embeddings: torch.Tensor,  # [N,256,64,64]
+        image_embeddings: torch.Tensor,  # [N,C,64,64]
         image_index: torch.Tensor,  # [P] int64
         point_coords: torch.Tensor,  # [P,T,2]
         point_labels: torch.Tensor,  # [P,T]
         mask_input: torch.Tensor,  # [P,1,256,256]
         has_mask_input: torch.Tensor,  # [P]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse = embed_prompt_tokens(self.prompt_encoder, point_coords, point_labels)  # [P,T,256]
+        sparse = embed_prompt_tokens(self.prompt_encoder, point_coords, point_labels)  # [P,T,C]
         has_mask = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         # With has_mask exactly 0 or 1 (and a finite mask_input) the blend is bit-identical to TorchSam's either/or.
@@ -96,13 +101,17 @@ class DecoderForExport(nn.Module):
 
 
 def example_decoder_inputs(
-    num_images: int, num_prompts: int, num_tokens: int, device: torch.device | str = "cpu"
+    num_images: int,
+    num_prompts: int,
+    num_tokens: int,
+    device: torch.device | str = "cpu",
+    embed_dim: int = EMBED_DIM,
 ) -> tuple[torch.Tensor, ...]:
     """Random decoder inputs in ``DECODER_INPUTS`` order; every other prompt uses its mask input."""
     g = torch.Generator().manual_seed(0)
     labels = torch.tensor([1.0, 0.0, -1.0, 2.0, 3.0]).repeat(num_tokens // 5 + 1)[:num_tokens]
     inputs = (
-        torch.randn(num_images, EMBED_DIM, *EMBED_HW, generator=g),
+        torch.randn(num_images, embed_dim, *EMBED_HW, generator=g),
         torch.arange(num_prompts, dtype=torch.int64) % num_images,
         torch.rand(num_prompts, num_tokens, 2, generator=g) * 1024,
         labels.expand(num_prompts, -1).contiguous(),
@@ -161,22 +170,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _declare_output_shapes(proto: Any) -> None:
+def _declare_output_shapes(proto: Any, embed_dim: int) -> None:
     """Writes the known output shapes into the graph (the TorchScript exporter leaves e.g. 64×64 symbolic)."""
+    shapes = output_shapes(embed_dim)
     for output in proto.graph.output:
         dims = output.type.tensor_type.shape.dim
-        for dim, value in zip(dims, OUTPUT_SHAPES[output.name], strict=True):
+        for dim, value in zip(dims, shapes[output.name], strict=True):
             if isinstance(value, int):
                 dim.dim_value = value
             else:
                 dim.dim_param = value
 
 
-def _finish_file(path: Path, axes: dict) -> dict[str, Any]:
+def _finish_file(path: Path, axes: dict, embed_dim: int) -> dict[str, Any]:
     """Declares the output shapes, checks the file, and returns its part of the card."""
     onnx = _import_onnx()
     proto = onnx.load(str(path))
-    _declare_output_shapes(proto)
+    _declare_output_shapes(proto, embed_dim)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
 
@@ -242,11 +252,11 @@ def export_onnx(
         _export(
             EncoderForExport(model).eval(), (image,), encoder_path, encoder_io, ENCODER_DYNAMIC_AXES, opset, exporter
         )
-        args = example_decoder_inputs(num_images=2, num_prompts=3, num_tokens=5, device=device)
+        args = example_decoder_inputs(2, 3, 5, device=device, embed_dim=model.embed_dim)
         decoder_io = (DECODER_INPUTS, DECODER_OUTPUTS)
         _export(DecoderForExport(model).eval(), args, decoder_path, decoder_io, DECODER_DYNAMIC_AXES, opset, exporter)
-    encoder = _finish_file(encoder_path, ENCODER_DYNAMIC_AXES)
-    decoder = _finish_file(decoder_path, DECODER_DYNAMIC_AXES)
+    encoder = _finish_file(encoder_path, ENCODER_DYNAMIC_AXES, model.embed_dim)
+    decoder = _finish_file(decoder_path, DECODER_DYNAMIC_AXES, model.embed_dim)
     card = {
         "model": model_name,
         "encoder_input_size": size,

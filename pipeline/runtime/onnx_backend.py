@@ -85,6 +85,7 @@ class OnnxSam:
         self.device = torch.device("cpu")
         self.decoder_chunk = decoder_chunk
         self.encoder_input_size = self._check_files(encoder_path, decoder_path, encoder_input_size)
+        self.embed_dim: int = self.encoder.get_outputs()[0].shape[1]  # C of [B,C,64,64], declared by the export
 
     def _check_files(self, encoder_path: Path, decoder_path: Path, expected: int | None) -> int:
         """S from the encoder graph, checked against the card next to the encoder and ``expected``."""
@@ -108,15 +109,15 @@ class OnnxSam:
         return size
 
     def encode(self, images: np.ndarray | torch.Tensor, input_hw: np.ndarray | torch.Tensor) -> np.ndarray:
-        """[B,S,S,3] uint8 canvases and [B,2] resized (h, w) → embeddings [B,256,64,64] float32 (numpy)."""
+        """[B,S,S,3] uint8 canvases and [B,2] resized (h, w) → embeddings [B,C,64,64] float32 (numpy)."""
         x = normalize_and_pad(torch.as_tensor(images).cpu(), torch.as_tensor(input_hw), self.encoder_input_size)
         return self.encoder.run(None, {ENCODER_INPUTS[0]: x.numpy()})[0]
 
     def decode(self, embeddings: np.ndarray, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """[N,256,64,64] embeddings and P prompts → low-res logits [P,4,256,256] and IoU [P,4], CPU tensors."""
+        """[N,C,64,64] embeddings and P prompts → low-res logits [P,4,256,256] and IoU [P,4], CPU tensors."""
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 4 or embeddings.shape[1:] != (256, 64, 64):
-            raise ValueError(f"embeddings must be [N,256,64,64], got {embeddings.shape}")
+        if embeddings.ndim != 4 or embeddings.shape[1:] != (self.embed_dim, 64, 64):
+            raise ValueError(f"embeddings must be [N,{self.embed_dim},64,64], got {embeddings.shape}")
         logits, ious = [], []
         for start in range(0, len(prompts), self.decoder_chunk):
             low_res, iou = self._decode_chunk(embeddings, prompts.take(slice(start, start + self.decoder_chunk)))
@@ -137,7 +138,7 @@ class OnnxSam:
         else:
             mask_input, has_mask = prompts.mask_input.astype(np.float32, copy=False), np.ones(p, np.float32)
         feed = {
-            "image_embeddings": embeddings,  # [N,256,64,64]
+            "image_embeddings": embeddings,  # [N,C,64,64]
             "image_index": index.astype(np.int64).reshape(p),  # [P]
             "point_coords": prompts.coords.astype(np.float32, copy=False),  # [P,T,2]
             "point_labels": prompts.labels.astype(np.float32, copy=False),  # [P,T]
