@@ -1,0 +1,1 @@
+"""Generated datasets (COCO format) for training and evaluating without downloads."""
