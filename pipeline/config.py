@@ -172,6 +172,10 @@ class OutputConfig:
     """Run id stored in every row; default: a hash of the labeling settings (model, weights, prompts, thresholds)."""
     images_per_part: int = 256
     """Images per part file written by one write task: the unit of resume after a crash."""
+    report: bool = True
+    """Write report/ at commit: an HTML review page (counts, histograms, image lists, overlays of a sample)."""
+    report_sample: int = 12
+    """Images drawn with their masks in the report (the extremes first, then a deterministic sample)."""
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,8 @@ def validate_label_config(cfg: LabelConfig) -> None:
             raise ConfigError(f"{key} must be at least 1, got {value}")
     if cfg.grid.crop_n_layers < 0 or cfg.grid.min_mask_region_area < 0:
         raise ConfigError("grid.crop_n_layers and grid.min_mask_region_area must not be negative")
+    if cfg.output.report_sample < 0:
+        raise ConfigError(f"output.report_sample must not be negative, got {cfg.output.report_sample}")
     if cfg.input.limit is not None and cfg.input.limit < 1:
         raise ConfigError(f"input.limit must be at least 1, got {cfg.input.limit}")
 

@@ -12,6 +12,7 @@ from pipeline import schema as col
 from pipeline.config import LabelConfig
 from pipeline.graph import build_label_dataset, init_ray, segment_resources
 from pipeline.inputs import InputPlan
+from pipeline.io import storage as st
 from pipeline.io.commit import commit_run
 from pipeline.io.sink import LabelSink
 
@@ -48,6 +49,7 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
         coco=cfg.output.coco,
         segmentation=cfg.output.coco_segmentation,
         run_info=run_info,
+        report_sample=cfg.output.report_sample if cfg.output.report else None,
     )
     commit_seconds = time.time() - commit_start
     rate = f"{done_now / label_seconds:.2f} images/s" if label_seconds > 0 and done_now else "n/a"
@@ -55,6 +57,7 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
         f"samlabel: done: {counts['labeled']} images labeled, {counts['errors']} in errors/, "
         f"{counts['annotations']} masks; this attempt {done_now} images in {label_seconds:.1f} s ({rate}), "
         f"commit {commit_seconds:.1f} s; outputs in {cfg.output.uri}"
+        + (f"; review report in {st.join_uri(cfg.output.uri, 'report', 'index.html')}" if cfg.output.report else "")
     )
 
 

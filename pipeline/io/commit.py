@@ -1,4 +1,5 @@
-"""Commit a run: check that every input image is done exactly once, then write coco.json, run.json and _SUCCESS."""
+"""Commit a run: check that every input image is done exactly once, then write coco.json, run.json, report/ and
+_SUCCESS (last)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pipeline.io import storage as st
 from pipeline.io.coco import build_coco
 from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, read_table
 from pipeline.io.tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
+from pipeline.report.write import write_report
 
 
 class IncompleteRunError(RuntimeError):
@@ -29,8 +31,10 @@ def commit_run(
     coco: bool,
     segmentation: Literal["rle", "polygon"],
     run_info: dict,
+    report_sample: int | None = None,
 ) -> dict[str, int]:
-    """Verifies the parts, writes coco.json (optional) and run.json, then _SUCCESS; returns the counts."""
+    """Verifies the parts, writes coco.json (optional), run.json, the review report (unless ``report_sample`` is
+    None; see :mod:`pipeline.report.write`), then _SUCCESS; returns the counts."""
     images = _read(output_uri, IMAGES, storage, IMAGES_SCHEMA)
     ids = images[col.IMAGE_ID].to_pylist()
     duplicated = [i for i, n in Counter(ids).items() if n > 1]
@@ -54,6 +58,14 @@ def commit_run(
         document = build_coco(images, annotations, categories, segmentation, info)
         _write_json(st.join_uri(output_uri, COCO_JSON), document, storage, indent=None)
     _write_json(st.join_uri(output_uri, RUN_JSON), {**run_info, "counts": counts}, storage, indent=2)
+    if report_sample is not None:
+        meta = {
+            "run": run_info["run_id"],
+            "model": run_info["model"]["name"],
+            "prompts": run_info.get("config", {}).get("prompts", {}).get("mode", ""),
+            "output": output_uri,
+        }
+        write_report(output_uri, storage, report_sample, meta)
     st.write_bytes(st.join_uri(output_uri, SUCCESS), b"", storage)
     return counts
 

@@ -97,14 +97,23 @@ def prepare_output(output_uri: str, storage: StorageConfig, fingerprint: str, co
     return OutputState(complete=False, done_image_ids=frozenset())
 
 
-def read_table(output_uri: str, folder: str, storage: StorageConfig, columns: list[str] | None = None) -> pa.Table:
-    """All part files of one output dataset as one table (empty table with no columns when there are none)."""
+def read_table(
+    output_uri: str,
+    folder: str,
+    storage: StorageConfig,
+    columns: list[str] | None = None,
+    filter: pads.Expression | None = None,  # noqa: A002 (pyarrow's own name)
+) -> pa.Table:
+    """All part files of one output dataset as one table (empty table with no columns when there are none).
+
+    ``filter`` is pushed down to the Parquet reader (e.g. ``pc.field("image_id").isin([...])``).
+    """
     uris = [uri for uri, _ in _list(st.join_uri(output_uri, folder), storage) if uri.endswith(".parquet")]
     if not uris:
         return pa.table({})
     fs, _ = st.filesystem(uris[0], storage)
     paths = [st.filesystem(uri, storage)[1] for uri in uris]
-    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
+    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns, filter=filter)
 
 
 def read_done_image_ids(output_uri: str, storage: StorageConfig) -> set[str]:
