@@ -6,7 +6,9 @@
 Protocols (``--protocols box,point,detector,everything``) are those of EfficientViT-SAM and SAM: GT-box mIoU,
 RITM-clicker point mIoU at 1/3/5 clicks, detector-box mask AP, class-agnostic mask AR@10/100/1000 (see
 ``pipeline/evaluation/run.py``). Writes the results JSON to ``--output`` (local or s3://) and prints the headline
-numbers. Exit status 0 on success, 2 on a bad flag, file or request (one line).
+numbers. ``--compare CARD.json`` also prints the box mIoU next to a model card's committed validation number.
+Exit status 0 on success, 1 when ``--compare`` finds a difference above ``--tolerance``, 2 on a bad flag, file or
+request (one line).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pipeline.config import ConfigError, ModelConfig, StorageConfig
 from pipeline.evaluation.run import EvalRequest, evaluate, summary_lines
@@ -33,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--detections", help="COCO results JSON of detector boxes (detector protocol)")
     parser.add_argument("--clicks", default="1,3,5", help="click counts for the point protocol")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--compare", help="model card JSON with committed validation numbers to compare box mIoU with")
+    parser.add_argument("--tolerance", type=float, default=0.02, help="largest box mIoU difference --compare accepts")
     parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint")
     return parser.parse_args(argv)
 
@@ -70,7 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         st.write_bytes(args.output, (json.dumps(results, indent=2) + "\n").encode(), storage)
         print(f"evaluate: results in {args.output}")
-    return 0
+    return compare(results, args.compare, args.tolerance) if args.compare else 0
+
+
+def compare(results: dict, card_path: str, tolerance: float) -> int:
+    """Prints the box mIoU next to the committed validation number; 1 when they differ by more than ``tolerance``."""
+    card = json.loads(Path(card_path).read_text())
+    committed = card["validation"]["box"]["miou"]["all"]
+    if "box" not in results:
+        print("evaluate: error: --compare needs the box protocol", file=sys.stderr)
+        return 2
+    measured = results["box"]["miou"]["all"]
+    ok = abs(measured - committed) <= tolerance
+    verdict = "within" if ok else "NOT within"
+    print(
+        f"evaluate: box mIoU {measured:.4f} vs committed validation {committed:.4f} ({card['name']}, "
+        f"{card['validation']['data']}): difference {measured - committed:+.4f}, {verdict} {tolerance}"
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Registry of EfficientViT-SAM variants and their model cards.
 
 A card carries what travels with the weights (encoder input size, default weight URI, licence), so no code
-branches on model names. Names: ``efficientvit-sam-{l0,l1,l2,xl0,xl1}`` (short forms ``l0`` ... accepted) and the
-tiny ``mini-l`` / ``mini-xl`` architectures of the parity fixtures, used by tests and the no-weights demo.
+branches on model names. Names: ``efficientvit-sam-{l0,l1,l2,xl0,xl1}`` (short forms ``l0`` ... accepted), the
+tiny ``mini-l`` / ``mini-xl`` architectures of the parity fixtures (random weights, for tests), and ``demo-shapes``,
+the small architecture ``jobs.train_sam`` trains on the generated shapes data (no trained weights ship yet).
 """
 
 from __future__ import annotations
@@ -102,6 +103,59 @@ def _mini_xl() -> EfficientViTSam:
     )
 
 
+def _demo_shapes() -> EfficientViTSam:
+    # 256 px input and a 48-channel embedding: the mask decoder (SAM's, ~60 ms per prompt forward+backward on one
+    # CPU core instead of ~640 ms at 256 channels) is what CPU training pays for. Cross-attention keeps the full
+    # width (no 2x downsampling): at 32 channels and 8 dims per head a trained model segmented every object
+    # whatever the prompt. stage1 is already 64×64 at 256 px, so the neck fuses it unresampled with the attention
+    # stage's context.
+    backbone = EfficientViTLargeBackbone(
+        width_list=[16, 32, 64, 96, 128], depth_list=[1, 1, 1, 2, 2], block_list=L_BLOCKS
+    )
+    neck = SamNeck(
+        fid_list=["stage4", "stage2", "stage1"],
+        in_channel_list=[128, 64, 32],
+        head_width=48,
+        head_depth=2,
+        expand_ratio=2,
+        out_dim=48,
+    )
+    model = build_efficientvit_sam(
+        backbone=backbone,
+        neck=neck,
+        encoder_input_size=256,
+        mlp_dim=192,
+        iou_head_hidden_dim=64,
+        num_heads=2,
+        attention_downsample_rate=1,
+    )
+    # 24 random Fourier frequencies at SAM's scale 1 resolve positions to ~1/10 of the image, too coarse for small
+    # objects; spread them over scales 1..16 (the matrix is a buffer, so the weight file carries it).
+    gaussian = model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix  # [2,24]
+    gaussian.mul_(torch.logspace(0, 4, gaussian.shape[1], base=2.0))
+    # Cross-attention queries and keys start as the identity, so attention between image positions and prompt
+    # tokens starts out as the positional kernel PE(pixel)·PE(prompt), peaked where they coincide. With random
+    # projections a model trained from scratch learned to segment every object and ignore the prompt.
+    transformer = model.mask_decoder.transformer
+    cross = [
+        m for layer in transformer.layers for m in (layer.cross_attn_token_to_image, layer.cross_attn_image_to_token)
+    ]
+    with torch.no_grad():
+        for attention in [*cross, transformer.final_attn_token_to_image]:
+            for proj in (attention.q_proj, attention.k_proj):
+                proj.weight.copy_(torch.eye(*proj.weight.shape))
+                proj.bias.zero_()
+    return model
+
+
+_DEMO_CARD = ModelCard(
+    "demo-shapes",
+    256,
+    None,
+    "small EfficientViT-SAM for training on the generated shapes data (48-channel embedding, 256px input)",
+)
+
+
 def _official(variant: str, size: int) -> ModelCard:
     return ModelCard(
         name=f"efficientvit-sam-{variant}",
@@ -119,6 +173,7 @@ _BUILDERS: dict[str, tuple[Callable[[], EfficientViTSam], ModelCard]] = {
     "efficientvit-sam-xl1": (lambda: _xl_model([1, 2, 2, 4, 6, 6], 12), _official("xl1", 1024)),
     "mini-l": (_mini_l, ModelCard("mini-l", 512, None, "tiny L-style test model (random weights unless given)")),
     "mini-xl": (_mini_xl, ModelCard("mini-xl", 1024, None, "tiny XL-style test model (random weights unless given)")),
+    "demo-shapes": (_demo_shapes, _DEMO_CARD),
 }
 ALIASES = {
     "l0": "efficientvit-sam-l0",

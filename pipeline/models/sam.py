@@ -118,15 +118,24 @@ class EfficientViTSam(nn.Module):
 
 
 def build_sam_heads(
-    *, embed_dim: int = EMBED_DIM, num_heads: int = 8, mlp_dim: int = 2048, iou_head_hidden_dim: int = 256
+    *,
+    embed_dim: int = EMBED_DIM,
+    num_heads: int = 8,
+    mlp_dim: int = 2048,
+    iou_head_hidden_dim: int = 256,
+    attention_downsample_rate: int = 2,
 ) -> tuple[PromptEncoder, MaskDecoder]:
     """SAM's prompt encoder and mask decoder as EfficientViT-SAM builds them, with eps 1e-6 on every LayerNorm.
 
     The defaults are the official (SAM-ViT-H) sizes; ``embed_dim`` must be divisible by 8 (the output upscaling
-    ends at C/8 channels) and by ``2 * num_heads`` (cross-attention halves the width).
+    ends at C/8 channels) and ``embed_dim / attention_downsample_rate`` (the cross-attention width) by
+    ``num_heads``.
     """
-    if embed_dim % 8 or embed_dim % (2 * num_heads):
-        raise ValueError(f"embed_dim {embed_dim} must be divisible by 8 and by 2*num_heads ({2 * num_heads})")
+    if embed_dim % 8 or embed_dim % (attention_downsample_rate * num_heads):
+        raise ValueError(
+            f"embed_dim {embed_dim} must be divisible by 8 and by attention_downsample_rate*num_heads "
+            f"({attention_downsample_rate * num_heads})"
+        )
     prompt_encoder = PromptEncoder(
         embed_dim=embed_dim,
         image_embedding_size=EMBED_HW,
@@ -135,7 +144,13 @@ def build_sam_heads(
     )
     mask_decoder = MaskDecoder(
         num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=mlp_dim, num_heads=num_heads),
+        transformer=TwoWayTransformer(
+            depth=2,
+            embedding_dim=embed_dim,
+            mlp_dim=mlp_dim,
+            num_heads=num_heads,
+            attention_downsample_rate=attention_downsample_rate,
+        ),
         transformer_dim=embed_dim,
         iou_head_depth=3,
         iou_head_hidden_dim=iou_head_hidden_dim,
@@ -154,10 +169,15 @@ def build_efficientvit_sam(
     mlp_dim: int = 2048,
     iou_head_hidden_dim: int = 256,
     num_heads: int = 8,
+    attention_downsample_rate: int = 2,
 ) -> EfficientViTSam:
     """The full model; the embedding width is the neck's ``out_dim`` (256 unless a demo model narrows it)."""
     prompt_encoder, mask_decoder = build_sam_heads(
-        embed_dim=neck.out_dim, num_heads=num_heads, mlp_dim=mlp_dim, iou_head_hidden_dim=iou_head_hidden_dim
+        embed_dim=neck.out_dim,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        iou_head_hidden_dim=iou_head_hidden_dim,
+        attention_downsample_rate=attention_downsample_rate,
     )
     model = EfficientViTSam(
         EfficientViTSamImageEncoder(backbone, neck), prompt_encoder, mask_decoder, encoder_input_size

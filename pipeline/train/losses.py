@@ -1,6 +1,7 @@
 """SAM training losses on low-res (256×256) mask logits, padding excluded (pure torch).
 
-Per mask: ``bce_weight`` · BCE + ``dice_weight`` · Dice (EfficientViT-SAM's 20:1), on the decoder's 256×256 logits
+Per mask: 20 · BCE (EfficientViT-SAM's code) or 20 · focal (SAM's paper: α 0.25, γ 2) + 1 · Dice, on the decoder's
+256×256 logits
 against the GT mask area-averaged into that frame (a soft target at boundaries). With 3 outputs only the lowest-loss
 output is trained (SAM's ambiguity rule). The IoU head learns the true IoU of every output by MSE (SAM, weight 1).
 """
@@ -23,8 +24,11 @@ SCALE = PROMPT_FRAME // LOW_RES  # low-res pixels are 4×4 pixels of the 1024 fr
 @dataclass(frozen=True)
 class LossWeights:
     bce: float = 20.0
+    """Weight of the pixel loss (BCE or focal)."""
     dice: float = 1.0
     iou: float = 1.0
+    focal: bool = False
+    """Focal loss (α 0.25, γ 2) instead of BCE: easy background pixels stop dominating a from-scratch model."""
 
 
 def low_res_targets(masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,13 +50,23 @@ def low_res_targets(masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(target), valid
 
 
-def mask_losses(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per prompt and output: BCE and Dice over the valid pixels. logits [P,C,H,W], target/valid [P,H,W] → [P,C]."""
+def mask_losses(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, focal: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Per prompt and output: BCE (or focal) and Dice over the valid pixels.
+
+    logits [P,C,H,W], target/valid [P,H,W] → two [P,C].
+    """
     t = target.unsqueeze(1).expand_as(logits)
     v = valid.unsqueeze(1).expand_as(logits).float()
     n = v.sum((-1, -2)).clamp(min=1)
-    bce = (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * v).sum((-1, -2)) / n
-    p = torch.sigmoid(logits) * v
+    pixel = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    prob = torch.sigmoid(logits)
+    if focal:
+        p_t = prob * t + (1 - prob) * (1 - t)
+        pixel = pixel * (1 - p_t) ** 2 * (0.25 * t + 0.75 * (1 - t))
+    bce = (pixel * v).sum((-1, -2)) / n
+    p = prob * v
     dice = 1 - (2 * (p * t).sum((-1, -2)) + 1) / (p.sum((-1, -2)) + (t * v).sum((-1, -2)) + 1)
     return bce, dice
 
@@ -75,10 +89,10 @@ def sam_loss(
     Args:
         logits: [P,C,256,256]. iou_pred: [P,C]. target: [P,256,256] in [0,1]. valid: [P,256,256] bool.
     """
-    bce, dice = mask_losses(logits, target, valid)
+    bce, dice = mask_losses(logits, target, valid, weights.focal)
     per_output = weights.bce * bce + weights.dice * dice  # [P,C]
     best = per_output.argmin(dim=1)  # only the lowest-loss output learns the mask (SAM's ambiguity rule)
-    rows = torch.arange(len(best))
+    rows = torch.arange(len(best), device=best.device)
     mask_loss = per_output[rows, best].mean()
     true_iou = hard_iou(logits, target, valid)
     iou_loss = F.mse_loss(iou_pred, true_iou)

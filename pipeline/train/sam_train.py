@@ -63,8 +63,12 @@ class TrainConfig:
     """Steps between log lines."""
     checkpoint_every: int = 500
     """Steps between intermediate checkpoints (0: only the final one)."""
+    focal: bool = False
+    """Focal loss (SAM's paper) instead of BCE (EfficientViT-SAM's code) for the 20x pixel term."""
     half: bool = True
     """Store floating-point weights as fp16 (half the file; the loader converts back to fp32)."""
+    device: str = "cpu"
+    """cpu, cuda or auto (the results differ in the last bits between devices)."""
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -84,8 +88,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def forward_prompts(model: EfficientViTSam, embeddings: torch.Tensor, batch: PromptBatch) -> tuple[torch.Tensor, ...]:
     """Decoder forward with gradients: [P,4,256,256] logits and [P,4] IoU, as ``TorchSam.decode`` computes them."""
-    index = torch.as_tensor(batch.image_index)
-    sparse = embed_prompt_tokens(model.prompt_encoder, torch.as_tensor(batch.coords), torch.as_tensor(batch.labels))
+    device = embeddings.device
+    index = torch.as_tensor(batch.image_index, device=device)
+    coords, labels = torch.as_tensor(batch.coords, device=device), torch.as_tensor(batch.labels, device=device)
+    sparse = embed_prompt_tokens(model.prompt_encoder, coords, labels)
     dense = embed_dense(model.prompt_encoder, None, len(batch))
     image_pe = model.prompt_encoder.get_dense_pe()
     return decode_masks(model.mask_decoder, embeddings[index], image_pe, sparse, dense)
@@ -97,7 +103,8 @@ def train_step(
     picks = rng.integers(len(data), size=cfg.images_per_step)
     samples = [data.sample(rng, int(i), cfg.masks_per_image) for i in picks]
     canvases, input_hw = prepare_images([s.image for s in samples], model.encoder_input_size)
-    x = normalize_and_pad(torch.from_numpy(canvases), torch.from_numpy(input_hw), model.encoder_input_size)
+    device = next(model.parameters()).device
+    x = normalize_and_pad(torch.from_numpy(canvases).to(device), torch.from_numpy(input_hw), model.encoder_input_size)
     embeddings = model.image_encoder(x)  # [B,C,64,64]
     multimask = bool(rng.random() < cfg.multimask_prob)
     logits, ious, targets, valids = [], [], [], []
@@ -109,7 +116,8 @@ def train_step(
         ious.append(iou)
         targets.append(target)
         valids.append(valid.expand_as(target))
-    return sam_loss(torch.cat(logits), torch.cat(ious), torch.cat(targets), torch.cat(valids), weights)
+    targets_t, valids_t = torch.cat(targets).to(device), torch.cat(valids).to(device)
+    return sam_loss(torch.cat(logits), torch.cat(ious), targets_t, valids_t, weights)
 
 
 def save_weights(model: torch.nn.Module, path: Path, half: bool) -> None:
@@ -126,9 +134,11 @@ def train(data: CocoMasks, out: Path, cfg: TrainConfig) -> dict:
     """Trains ``cfg.model`` from scratch and writes ``out`` (+ ``out.log.json``); returns the training summary."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = create_model(cfg.model, seed=cfg.seed).train()
+    from pipeline.runtime.torch_backend import pick_device
+
+    model = create_model(cfg.model, seed=cfg.seed).to(pick_device(cfg.device)).train()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=1e-8)
-    weights = LossWeights()
+    weights = LossWeights(focal=cfg.focal)
     history, window, start = [], [], time.time()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
