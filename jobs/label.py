@@ -23,6 +23,7 @@ from pipeline.config import (
 )
 from pipeline.inputs import plan_inputs, remaining
 from pipeline.io.run_output import prepare_output
+from pipeline.prompt_models import check_prompt_model
 from pipeline.run import run_and_commit
 from pipeline.runtime import resolve_weights, verify_weights
 
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(LabelConfig, args.config, overrides + args.set)
         validate_label_config(cfg)
         weights_sha256 = verify_weights(cfg.model, cfg.storage)
-        plan = plan_inputs(cfg)
-        fingerprint = label_fingerprint(cfg, weights_sha256)
+        prompt_model = check_prompt_model(cfg)
+        plan = plan_inputs(cfg, prompt_model.categories)
+        fingerprint = label_fingerprint(cfg, weights_sha256, prompt_model.weights_sha256)
         state = prepare_output(cfg.output.uri, cfg.storage, fingerprint, to_dict(cfg))
     except (ConfigError, ValueError, OSError) as e:
         print(f"samlabel: error: {e}", file=sys.stderr)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             f"samlabel: warning: {cfg.model.name} runs with random weights (no --weights), so its masks are "
             f"meaningless; for real labels use e.g. --model efficientvit-sam-l0 --weights {OFFICIAL_L0}"
         )
-    run_id = default_run_id(cfg, weights_sha256)
+    run_id = default_run_id(cfg, weights_sha256, prompt_model.weights_sha256)
     print(
         f"samlabel: {todo.num_rows} of {plan.table.num_rows} images to label with {cfg.model.name} "
         f"({cfg.prompts.mode} prompts) into {cfg.output.uri}"
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "backend": cfg.model.backend,
             "precision": cfg.model.precision,
         },
+        "prompt_model": {"weights": prompt_model.weights_uri, "weights_sha256": prompt_model.weights_sha256},
     }
     try:
         summary = run_and_commit(cfg, plan, todo, info, started_at=start)

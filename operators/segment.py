@@ -3,13 +3,15 @@
 One actor per GPU (or a CPU actor); the 256×64×64 embedding never leaves it.
 
 Reads:  image_id · image_rgb (raw HWC uint8, resized) · input_h · input_w · image_height · image_width ·
-        error_* · prompt_boxes_xyxy (boxes/yolo modes)
+        error_* · prompt_boxes_xyxy (boxes/yolo modes: boxes mode uses best-of-3 or the single-mask token as
+        configured, yolo always the single-mask token, as MobileSAMv2)
         image_original_rgb (grid crop layers only)
 Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · mask_stability_score · mask_score ·
         mask_prompt_index · mask_prompt_points (lists, one entry per kept mask); drops the image columns.
 Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
 with stage "segment" and the other images of the batch are still labeled.
-Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
+Modes: grid (point grid), boxes / yolo (box prompts), autoppn (the proposal head on the same embedding, its masks
+filtered like grid's). Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import torch
 
 from pipeline import schema as col
 from pipeline.box_prompts import segment_boxes
-from pipeline.config import BoxesConfig, GridConfig, ModelConfig, PromptMode, StorageConfig
+from pipeline.config import (
+    AutoPPNConfig,
+    BoxesConfig,
+    GridConfig,
+    ModelConfig,
+    PromptMode,
+    StorageConfig,
+    YoloConfig,
+)
 from pipeline.grid import GridMasks, generate_grid_masks
 from pipeline.masks import ImageMasks
 from pipeline.predictor import EncodedImages
@@ -51,11 +61,28 @@ class Segment:
         storage: StorageConfig,
         decoder_chunk: int,
         num_threads: int | None = None,
+        yolo: YoloConfig | None = None,
+        autoppn: AutoPPNConfig | None = None,
     ) -> None:
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
-        self.mode, self.grid, self.boxes = mode, grid, boxes
+        self.mode, self.grid, self.decoder_chunk = mode, grid, decoder_chunk
+        self.boxes = _box_settings(mode, boxes, yolo or YoloConfig())
+        self.autoppn = autoppn or AutoPPNConfig()
         self.runtime = load_runtime(model, storage, decoder_chunk)
+        self.head = None
+        if mode == "autoppn":
+            from pipeline.autoppn.checkpoint import load_head
+
+            if not self.autoppn.weights:
+                raise ValueError("--prompts autoppn needs autoppn.weights")
+            self.head, _ = load_head(
+                self.autoppn.weights,
+                storage,
+                cache_dir=model.cache_dir,
+                expected_sha256=self.autoppn.weights_sha256,
+                device=self.runtime.device,
+            )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])
@@ -87,9 +114,27 @@ class Segment:
             originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
             grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals)
             return [_from_grid(g) for g in grid]
-        encoded = EncodedImages(self.runtime.encode(canvases, input_hw), original_hw)
+        embeddings = self.runtime.encode(canvases, input_hw)
+        if self.mode == "autoppn":
+            from pipeline.autoppn.segment import segment_autoppn
+
+            masks = segment_autoppn(self.runtime, self.head, embeddings, original_hw, self.autoppn, self.decoder_chunk)
+            return [_from_grid(g) for g in masks]
+        encoded = EncodedImages(embeddings, original_hw)
         boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
         return segment_boxes(self.runtime, encoded, boxes, self.boxes)
+
+
+def _box_settings(mode: PromptMode, boxes: BoxesConfig, yolo: YoloConfig) -> BoxesConfig:
+    """Box prompts of the detector are decoded with the single-mask token and its own thresholds."""
+    if mode != "yolo":
+        return boxes
+    return BoxesConfig(
+        multimask=False,
+        pred_iou_thresh=yolo.pred_iou_thresh,
+        stability_score_thresh=yolo.stability_score_thresh,
+        stability_score_offset=boxes.stability_score_offset,
+    )
 
 
 def _canvases(batch: dict[str, np.ndarray], rows: list[int], size: int) -> tuple[np.ndarray, ...]:

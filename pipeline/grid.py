@@ -117,6 +117,17 @@ def generate_grid_masks(
     return results
 
 
+def finalize_whole_image(c: Candidates, points: np.ndarray, image_hw: tuple[int, int], cfg: GridConfig) -> GridMasks:
+    """Box NMS, upsampling, cleanup and area cap for candidates of one image decoded from whole-image prompts.
+
+    For prompt sources other than the grid (AutoPPN) that reuse its filters: ``c`` comes from
+    :func:`pipeline.grid_lowres.filter_low_res` with view 0 and the whole image as crop box, its keys are
+    ``prompt index * 3 + token``, and ``points`` [N,2] holds each prompt's point in original pixels.
+    """
+    view = _View(0, 0, (0, 0, int(image_hw[1]), int(image_hw[0])), points)
+    return _finalize_image(_nms_within_view(c, cfg.box_nms_thresh), [view], points, image_hw, cfg)
+
+
 def _decode_views(
     runtime: SamRuntime,
     embeddings: Any,

@@ -24,15 +24,18 @@ class InputPlan:
     """COCO categories of the output."""
 
 
-def plan_inputs(cfg: LabelConfig) -> InputPlan:
-    """Lists the input (or reads the boxes file); raises ValueError naming the problem before any image is read."""
+def plan_inputs(cfg: LabelConfig, categories: list[dict] | None = None) -> InputPlan:
+    """Lists the input (or reads the boxes file); raises ValueError naming the problem before any image is read.
+
+    ``categories`` (the detector's classes for yolo prompts) replace the single "object" category.
+    """
     if cfg.prompts.mode == "boxes":
         table, categories = read_boxes_file(cfg.prompts.file, cfg.input.uri, cfg.storage)
     else:
         table = list_images(cfg.input.uri, cfg.storage, cfg.input.extensions, cfg.input.manifest_column)
         ids = [coco_image_id_for(i) for i in table[col.IMAGE_ID].to_pylist()]
         table = table.append_column(col.COCO_IMAGE_ID, pa.array(ids, pa.int64()))
-        categories = [OBJECT_CATEGORY]
+        categories = categories or [OBJECT_CATEGORY]
     if cfg.input.limit is not None:
         table = table.slice(0, cfg.input.limit)
     return InputPlan(table, categories)

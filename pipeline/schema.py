@@ -18,6 +18,10 @@ IMAGE_BYTES = "image_bytes"  # binary, the compressed file as stored
 # --- decode ----------------------------------------------------------------------------------------------------
 IMAGE_RGB = "image_rgb"  # binary, raw HWC uint8 RGB of the image resized to the encoder's long side (PIL-exact)
 IMAGE_ORIGINAL_RGB = "image_original_rgb"  # binary, raw HWC uint8 RGB at the original size (grid crop layers only)
+IMAGE_DETECT_RGB = "image_detect_rgb"  # binary, raw HWC uint8 RGB resized for the detector (yolo; absent when equal
+#                                        to IMAGE_RGB, which the detector then reads)
+DETECT_H = "detect_h"  # int32, height of IMAGE_DETECT_RGB (0 when absent)
+DETECT_W = "detect_w"  # int32, width of IMAGE_DETECT_RGB
 INPUT_H = "input_h"  # int32, height of IMAGE_RGB
 INPUT_W = "input_w"  # int32, width of IMAGE_RGB
 IMAGE_HEIGHT = "image_height"  # int32, original height after EXIF orientation

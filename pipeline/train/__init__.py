@@ -1,0 +1,1 @@
+"""Training of the AutoPPN head on a frozen EfficientViT-SAM encoder (``python -m jobs.train_autoppn``)."""
