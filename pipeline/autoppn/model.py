@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ CARD_FORMAT = "samlabel-autoppn/1"
 EMBED_DIM = 256
 EMBED_CELLS = 64
 PRIOR_BIAS = -2.19  # sigmoid(-2.19) ≈ 0.1: the heatmap starts near "no object" so early losses stay small
+BOX_PRIOR_PX = 64.0  # the box head starts at boxes reaching 64 px (1024 frame) from the centre on each side
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class AutoPPN(nn.Module):
         self.point_head = nn.Sequential(_conv_bn_gelu(c, c, 3), nn.Conv2d(c, g, 1))
         self.box_head = nn.Sequential(_conv_bn_gelu(c, c, 3), nn.Conv2d(c, 4 * g, 1))
         nn.init.constant_(self.point_head[-1].bias, PRIOR_BIAS)
+        nn.init.constant_(self.box_head[-1].bias, math.log1p(BOX_PRIOR_PX / card.out_stride))
 
     def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if embeddings.ndim != 4 or embeddings.shape[1:] != (EMBED_DIM, EMBED_CELLS, EMBED_CELLS):

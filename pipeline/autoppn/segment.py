@@ -3,9 +3,10 @@
     masks = segment_autoppn(runtime, head, embeddings, original_hw, cfg, chunk)   # list[GridMasks], one per image
 
 Each Point-NMS peak gives one prompt (``cfg.prompt_mode``): ``box+point`` and ``box`` use the single-mask token (as
-MobileSAMv2 does for boxes), ``point`` the three multimask outputs. Prompts of all images share decoder calls of
-``chunk`` prompts; each call's masks are filtered on the 256×256 logits (predicted IoU, stability, area), then per
-image box NMS and upsampling of the survivors only (:func:`pipeline.grid.finalize_whole_image`).
+MobileSAMv2 does for boxes), ``point`` the best of the three multimask outputs by predicted IoU, so one mask per
+prompt. Prompts of all images share decoder calls of ``chunk`` prompts; each call's masks are filtered on the
+256×256 logits (predicted IoU, stability, area), then per image box NMS and upsampling of the survivors only
+(:func:`pipeline.grid.finalize_whole_image`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.config import AutoPPNConfig, GridConfig
 from pipeline.geometry import from_prompt_frame
 from pipeline.grid import GridMasks, finalize_whole_image
 from pipeline.grid_lowres import Candidates, filter_low_res
-from pipeline.masks import select_masks
+from pipeline.masks import best_of, select_masks
 from pipeline.prompts import PromptBatch, make_prompts
 from pipeline.runtime.base import SamRuntime
 
@@ -72,6 +73,9 @@ def segment_autoppn(
     for start in range(0, len(prompts), chunk):
         stop = min(start + chunk, len(prompts))
         logits, iou = select_masks(*runtime.decode(embeddings, prompts.take(slice(start, stop))), multimask)
+        if multimask:
+            best, best_iou = best_of(logits, iou)
+            logits, iou = best[:, None], best_iou[:, None]  # [n,1,256,256], [n,1]
         for image in np.unique(proposals.image_index[start:stop]):
             lo, hi = max(start, starts[image]), min(stop, starts[image + 1])
             pending[image].append(
@@ -96,13 +100,10 @@ def segment_autoppn(
 def _filter(
     logits: torch.Tensor, iou: torch.Tensor, first_prompt: int, image_hw: tuple[int, int], cfg: GridConfig
 ) -> Candidates:
-    """Low-res filters of n prompts [n,C,256,256]; keys become prompt index (within the image) * 3 + token."""
+    """Low-res filters of n prompts' masks [n,1,256,256]; keys become prompt index (within the image) * 3."""
     h, w = (int(v) for v in image_hw)
     c = filter_low_res(logits, iou, 0, 0, (0, 0, w, h), (h, w), cfg)
-    channels = logits.shape[1]
-    prompt, token = np.divmod(c.keys, channels)
-    keys = 3 * (first_prompt + prompt) + (token if channels == 3 else 0)
-    return dataclasses.replace(c, keys=keys.astype(np.int64))
+    return dataclasses.replace(c, keys=(3 * (first_prompt + c.keys)).astype(np.int64))
 
 
 def _no_candidates(device: torch.device) -> Candidates:
