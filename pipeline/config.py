@@ -111,7 +111,7 @@ class YoloConfig:
     actors: int | None = None
     """Detector actors; default one per GPU in the cluster, or 1 without GPUs."""
     num_gpus: float | None = None
-    """GPUs per detector actor; default 1 when the cluster has GPUs, else 0."""
+    """GPUs per detector actor; default 0.25 when the cluster has GPUs (a segment actor takes the rest), else 0."""
 
 
 @dataclass(frozen=True)
