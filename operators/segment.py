@@ -6,7 +6,8 @@ Reads:  image_id · image_rgb (raw HWC uint8, resized) · input_h · input_w · 
         error_* · prompt_boxes_xyxy (boxes/yolo modes)
         image_original_rgb (grid crop layers only)
 Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · mask_stability_score · mask_score ·
-        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask); drops the image columns.
+        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask); seconds_<stage> for its stages
+        (encode, prompts, decode_masks, filter, rle; the batch's time split over its rows); drops the image columns.
 Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
 with stage "segment" and the other images of the batch are still labeled.
 Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
@@ -27,6 +28,7 @@ from pipeline.grid import GridMasks, generate_grid_masks
 from pipeline.masks import ImageMasks
 from pipeline.predictor import EncodedImages
 from pipeline.runtime import load_runtime
+from pipeline.timing import StageTimer
 
 log = logging.getLogger(__name__)
 OUTPUT_LISTS = (
@@ -62,14 +64,15 @@ class Segment:
         results: list[ImageMasks | None] = [None] * n
         errors = col.error_columns(batch, n)
         ok = [i for i in range(n) if not col.has_error(errors, i)]
+        timer = StageTimer()
         try:
-            for i, masks in zip(ok, self._segment(batch, ok), strict=True):
+            for i, masks in zip(ok, self._segment(batch, ok, timer), strict=True):
                 results[i] = masks
         except Exception:  # isolate the image that fails; the rest of the batch is still labeled
             log.exception("segment batch failed; retrying its images one by one")
             for i in ok:
                 try:
-                    results[i] = self._segment(batch, [i])[0]
+                    results[i] = self._segment(batch, [i], timer)[0]
                 except Exception as e:
                     errors[col.ERROR_STAGE][i] = "segment"
                     errors[col.ERROR_TYPE][i] = type(e).__name__
@@ -77,19 +80,22 @@ class Segment:
         out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB)}
         out.update(errors)
         out.update(_to_columns(results))
+        for stage, seconds in timer.seconds.items():
+            out[col.seconds_column(stage)] = np.full(n, seconds / n)
         return out
 
-    def _segment(self, batch: dict[str, np.ndarray], rows: list[int]) -> list[ImageMasks]:
+    def _segment(self, batch: dict[str, np.ndarray], rows: list[int], timer: StageTimer) -> list[ImageMasks]:
         if not rows:
             return []
         canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
         if self.mode == "grid":
             originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
-            grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals)
+            grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals, timer)
             return [_from_grid(g) for g in grid]
-        encoded = EncodedImages(self.runtime.encode(canvases, input_hw), original_hw)
+        with timer("encode"):
+            encoded = EncodedImages(self.runtime.encode(canvases, input_hw), original_hw)
         boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
-        return segment_boxes(self.runtime, encoded, boxes, self.boxes)
+        return segment_boxes(self.runtime, encoded, boxes, self.boxes, timer)
 
 
 def _canvases(batch: dict[str, np.ndarray], rows: list[int], size: int) -> tuple[np.ndarray, ...]:

@@ -14,6 +14,7 @@ from pipeline.graph import build_label_dataset, init_ray, segment_resources
 from pipeline.inputs import InputPlan
 from pipeline.io.commit import commit_run
 from pipeline.io.sink import LabelSink
+from pipeline.timing import STAGES
 
 
 def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict, started_at: float) -> str:
@@ -35,6 +36,7 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
         "cluster": {"resources": cluster, "segment_actors": resources.actors, "gpus_per_actor": resources.num_gpus},
         "this_attempt": {k: v for k, v in sink.totals.items()},
         "timings": {
+            "stage_seconds": _stage_seconds(sink.totals),
             "label_seconds": round(label_seconds, 3),
             "total_seconds": round(time.time() - started_at, 3),
             "images_per_second": round(done_now / label_seconds, 3) if label_seconds > 0 else None,
@@ -56,6 +58,13 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
         f"{counts['annotations']} masks; this attempt {done_now} images in {label_seconds:.1f} s ({rate}), "
         f"commit {commit_seconds:.1f} s; outputs in {cfg.output.uri}"
     )
+
+
+def _stage_seconds(totals: dict[str, float]) -> dict[str, float]:
+    """Summed per-stage seconds of this attempt (all workers; stages overlap in time), in pipeline order."""
+    seconds = {stage: totals.get(col.seconds_column(stage)) for stage in STAGES}
+    seconds["write"] = (seconds["write"] or 0.0) + totals.get("write_seconds", 0.0)
+    return {stage: round(value, 3) for stage, value in seconds.items() if value is not None}
 
 
 def _versions() -> dict[str, str]:

@@ -30,6 +30,15 @@ ERROR_MESSAGE = "error_message"  # str: one human-readable line
 
 ERROR_COLUMNS = (ERROR_STAGE, ERROR_TYPE, ERROR_MESSAGE)
 
+# Per-stage timing (float64 seconds per row; a batch's shared work is split evenly over its rows). Summed by the
+# sink into run.json; never written to the output tables. Stages: see pipeline.timing.STAGES.
+SECONDS_PREFIX = "seconds_"
+
+
+def seconds_column(stage: str) -> str:
+    return SECONDS_PREFIX + stage
+
+
 # --- boxes mode prompts (added to the input table from the boxes file) -----------------------------------------
 COCO_IMAGE_ID = "coco_image_id"  # int64, image id in coco.json (kept from a COCO boxes file, else derived)
 PROMPT_BOXES_XYXY = "prompt_boxes_xyxy"  # list<float32> of 4·K values (x1, y1, x2, y2 per box), original pixels

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -52,7 +53,11 @@ def part_name(image_ids: list[str]) -> str:
 
 
 def write_part(output_uri: str, storage: StorageConfig, records: pa.Table) -> dict[str, int]:
-    """Writes one part (annotations, errors, then images last) and returns its counts."""
+    """Writes one part (annotations, errors, then images last) and returns its counts and stage seconds.
+
+    The ``seconds_<stage>`` columns of ``records`` (per-row timings of earlier operators) are summed into the
+    returned dict under their column names; they are not written.
+    """
     annotations, errors, images = (t.sort_by(col.IMAGE_ID) for t in split_records(records))
     name = part_name(images[col.IMAGE_ID].to_pylist())
     start = time.perf_counter()
@@ -60,12 +65,18 @@ def write_part(output_uri: str, storage: StorageConfig, records: pa.Table) -> di
         if table.num_rows:
             st.write_bytes(st.join_uri(output_uri, folder, name), _parquet_bytes(table), storage)
     st.write_bytes(st.join_uri(output_uri, IMAGES, name), _parquet_bytes(images), storage)
+    stage_seconds = {
+        name: float(pc.sum(records[name]).as_py() or 0.0)
+        for name in records.column_names
+        if name.startswith(col.SECONDS_PREFIX)
+    }
     return {
         "images": images.num_rows,
         "labeled": images.num_rows - errors.num_rows,
         "errors": errors.num_rows,
         "annotations": annotations.num_rows,
         "write_seconds": time.perf_counter() - start,
+        **stage_seconds,
     }
 
 
