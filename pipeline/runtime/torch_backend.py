@@ -33,6 +33,9 @@ class TorchSam:
 
     ``decoder_chunk`` bounds the prompts per decoder forward (memory grows ~10 MB per prompt in fp32).
     ``fast_decoder`` selects the reformulated decoder for prompts without mask input (see the module docstring).
+    GPU options for the encoder: ``precision`` bf16 / fp16 autocast (LayerNorm2d, LiteMLA attention and the neck's
+    upsampling stay fp32 inside the model), ``channels_last`` memory format, ``compile`` (``torch.compile``, the
+    first call per input shape is slow). Canvases from the host are uploaded from pinned memory.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class TorchSam:
         precision: Precision = "fp32",
         decoder_chunk: int = 64,
         fast_decoder: bool = True,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if decoder_chunk < 1:
             raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
@@ -50,6 +55,10 @@ class TorchSam:
         self.precision = precision
         self.decoder_chunk = decoder_chunk
         self.encoder_input_size = model.encoder_input_size
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.image_encoder.to(memory_format=torch.channels_last)
+        self.image_encoder = torch.compile(self.model.image_encoder) if compile else self.model.image_encoder
         with torch.inference_mode():
             self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
         self.fast = None
@@ -62,12 +71,18 @@ class TorchSam:
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray | torch.Tensor, input_hw: np.ndarray | torch.Tensor) -> torch.Tensor:
-        images = torch.as_tensor(images).to(self.device, non_blocking=True)
+        images = torch.as_tensor(images)
+        if self.device.type == "cuda" and images.device.type == "cpu":
+            # uint8 canvases (4× smaller than floats) go up asynchronously from page-locked memory.
+            images = images.pin_memory()
+        images = images.to(self.device, non_blocking=True)
         x = normalize_and_pad(images, torch.as_tensor(input_hw), self.encoder_input_size)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            return self.model.image_encoder(x)
+            return self.image_encoder(x).contiguous()
         with torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]):
-            return self.model.image_encoder(x).float()
+            return self.image_encoder(x).float().contiguous()
 
     @torch.inference_mode()
     def decode(
