@@ -40,6 +40,8 @@ from pipeline.prompts import PromptBatch, make_prompts
 from pipeline.runtime.base import SamRuntime
 from pipeline.timing import StageTimer
 
+UPSAMPLE_PIXELS = 1 << 26
+
 
 @dataclass(frozen=True)
 class GridMasks:
@@ -293,7 +295,7 @@ def _finalize_image(
 def _upsample(
     c: Candidates, views: list[_View], image_hw: tuple[int, int], cfg: GridConfig
 ) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
-    """Full-resolution masks of all candidates, ``points_per_batch`` at a time, kept only as RLE.
+    """Full-resolution masks of all candidates, a bounded number at a time, kept only as RLE.
 
     Returns:
         RLEs [N], boxes [N,4] float32 XYXY (original pixels), areas [N] int64, and whether the small-region
@@ -303,10 +305,12 @@ def _upsample(
     boxes = np.zeros((len(c), 4), np.float32)
     areas = np.zeros(len(c), np.int64)
     changed = np.zeros(len(c), bool)
+    # At most ~64 M full-resolution logits at once (256 MB): 64 masks of 1 MP, 5 of 12 MP.
+    step = max(1, min(cfg.points_per_batch, UPSAMPLE_PIXELS // (image_hw[0] * image_hw[1])))
     for view in np.unique(c.views):
         positions = np.flatnonzero(c.views == view)
-        for start in range(0, len(positions), cfg.points_per_batch):
-            pos = positions[start : start + cfg.points_per_batch]
+        for start in range(0, len(positions), step):
+            pos = positions[start : start + step]
             rows = torch.as_tensor(pos, device=c.logits.device)
             full, boxes[pos], changed[pos] = _full_masks(
                 c.logits[rows], views[view], image_hw, cfg.min_mask_region_area
