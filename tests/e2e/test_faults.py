@@ -26,6 +26,8 @@ from tests.e2e.test_nightly import SETTINGS
 from tests.faulty_proxy import FaultyProxy
 from tests.images import write_good_images
 
+SECRET = "s3cr3t-Pa55word"
+
 
 def _label(ray_cluster: str, *args: str) -> int:
     return label_main([*args, *SETTINGS, "--set", f"ray.address={ray_cluster}"])
@@ -83,19 +85,24 @@ def test_transient_s3_errors_are_retried_without_loss(ray_cluster, s3_endpoint, 
         client.upload_file(str(path), s3_bucket, f"photos/{path.name}")
     with FaultyProxy(s3_endpoint, every=5) as proxy:
         args = ["--input", f"s3://{s3_bucket}/photos", "--output-root", f"s3://{s3_bucket}/labels", *SETTINGS]
+        endpoint = proxy.url.replace("http://", f"http://testing:{SECRET}@")
         code = nightly_main(
-            [*args, "--set", f"storage.s3_endpoint_url={proxy.url}", "--set", f"ray.address={ray_cluster}"]
+            [*args, "--set", f"storage.s3_endpoint_url={endpoint}", "--set", f"ray.address={ray_cluster}"]
         )
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
     assert proxy.failed >= 10  # many requests were refused, and retried
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert SECRET not in printed.out + printed.err
+    summary = json.loads(printed.out.strip().splitlines()[-1])
     assert summary["new_images"] == 6 and summary["status"] == "complete"
     local = tmp_path / "copy"
     for obj in client.list_objects_v2(Bucket=s3_bucket, Prefix="labels/")["Contents"]:
         target = local / obj["Key"].removeprefix("labels/")
         target.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(s3_bucket, obj["Key"], str(target))
+        assert SECRET.encode() not in target.read_bytes(), obj["Key"]
     run = local / "runs" / summary["latest_run"]
+    assert "testing:***@" in (run / "run.json").read_text()
     _assert_each_image_once(run, [p.name for p in folder.iterdir()])
     view = local / "view" / Path(summary["view"]).name
     assert len(read_dataset(view / "annotations", ["annotation_id"])) == len(
