@@ -43,6 +43,8 @@ def config_from_args(args: argparse.Namespace) -> LabelConfig:
 
 def setup_logging() -> None:
     """INFO logs (``SAMLABEL_LOG_LEVEL=DEBUG`` adds tracebacks of failed runs), with secrets redacted."""
+    import ray.data  # noqa: F401 - configures Ray Data's loggers, whose console handler gets the filter below
+
     level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()

@@ -15,8 +15,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from pipeline.config import (
     LabelConfig,
     fingerprint,
@@ -109,18 +107,16 @@ def label_output(labeling: Labeling, opened: OpenedOutput, plan: InputPlan, star
     return run_and_commit(cfg, plan, todo, redact_data(info), started_at=started_at)
 
 
-def images_of(plan: InputPlan, table: pa.Table) -> InputPlan:
-    """``plan`` restricted to the rows of ``table`` (same categories)."""
-    return InputPlan(table, plan.categories)
-
-
 def describe_failure(exc: BaseException) -> str:
     """One line naming what went wrong, from the innermost cause (Ray task errors unwrapped), secrets redacted."""
     cause = root_cause(exc)
     text = st.describe_error(cause)
-    if isinstance(cause, OSError) and (cause.errno == errno.ENOSPC or "No space left on device" in str(cause)):
-        where = f" writing {cause.filename}" if cause.filename else ""
-        text = f"no space left on device{where} ({text})"
+    if isinstance(cause, OSError) and cause.errno and cause.strerror:
+        # Ray re-raises a task's OSError with its own message as the file name: keep only a real path.
+        path = cause.filename if isinstance(cause.filename, str) and "\n" not in cause.filename else None
+        text = f"{type(cause).__name__}: {cause.strerror}" + (f": {path}" if path and len(path) < 500 else "")
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        text = f"no space left on device ({text})"
     elif isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR, errno.EPERM):
         text = f"cannot write the output ({text})"
     return redact(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from typing import Any
 
 MASK = "***"
@@ -42,19 +43,42 @@ def redact_data(data: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that formats each record's message once and redacts it (tracebacks included)."""
+    """A logging filter that formats each record's message once and redacts it (tracebacks included).
+
+    With ``one_line_errors``, ERROR records keep only their first line and lose their traceback: for console
+    handlers of libraries (Ray Data) whose file logs keep the details, so that a failed run ends in one clear line.
+    """
+
+    def __init__(self, one_line_errors: bool = False) -> None:
+        super().__init__()
+        self.one_line_errors = one_line_errors
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
+        message = redact(record.getMessage())
         record.args = None
+        if self.one_line_errors and record.levelno >= logging.ERROR:
+            record.msg = (message.strip().splitlines() or [""])[0]
+            record.exc_info, record.exc_text = None, None
+            return True
+        record.msg = message
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
 
 
-def install_log_redaction() -> None:
-    """Adds :class:`RedactingFilter` to every handler of the root logger (call after ``logging.basicConfig``)."""
-    for handler in logging.getLogger().handlers:
+def install_log_redaction(one_line_loggers: tuple[str, ...] = ("ray.data",)) -> None:
+    """Adds :class:`RedactingFilter` to the root logger's handlers and, one-line, to the console handlers of
+    ``one_line_loggers`` (call after ``logging.basicConfig`` and after importing those libraries)."""
+    targets = [(h, False) for h in logging.getLogger().handlers]
+    for name in one_line_loggers:
+        handlers = logging.getLogger(name).handlers
+        targets += [(h, True) for h in handlers if not isinstance(h, logging.FileHandler) and _is_console(h)]
+    for handler, one_line in targets:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+            handler.addFilter(RedactingFilter(one_line_errors=one_line))
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    return stream is None or stream in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)

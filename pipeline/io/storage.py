@@ -168,6 +168,10 @@ def _write_local_atomic(path: str, data: bytes) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # The path goes into the message itself: Ray replaces the file name when it re-raises a task's error.
+        raise OSError(exc.errno, f"{exc.strerror} writing {path}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

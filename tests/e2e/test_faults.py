@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from tests.e2e.test_nightly import SETTINGS
 from tests.faulty_proxy import FaultyProxy
 from tests.images import write_good_images
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55word"
 
 
@@ -97,12 +99,14 @@ def test_transient_s3_errors_are_retried_without_loss(ray_cluster, s3_endpoint, 
     assert summary["new_images"] == 6 and summary["status"] == "complete"
     local = tmp_path / "copy"
     for obj in client.list_objects_v2(Bucket=s3_bucket, Prefix="labels/")["Contents"]:
+        if obj["Key"].endswith("/"):
+            continue  # a folder marker
         target = local / obj["Key"].removeprefix("labels/")
         target.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(s3_bucket, obj["Key"], str(target))
         assert SECRET.encode() not in target.read_bytes(), obj["Key"]
     run = local / "runs" / summary["latest_run"]
-    assert "testing:***@" in (run / "run.json").read_text()
+    assert ":***@127.0.0.1" in (run / "run.json").read_text()
     _assert_each_image_once(run, [p.name for p in folder.iterdir()])
     view = local / "view" / Path(summary["view"]).name
     assert len(read_dataset(view / "annotations", ["annotation_id"])) == len(
@@ -150,13 +154,19 @@ def test_read_only_output_is_refused_in_one_line(tmp_path, mount_point, capsys):
     assert "Read-only file system" in _one_line_error(capsys)
 
 
-def test_full_disk_stops_the_run_with_one_line_and_exit_1(ray_cluster, tmp_path, mount_point, capsys):
+def test_full_disk_stops_the_run_with_one_line_and_exit_1(ray_cluster, tmp_path, mount_point):
     _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point))
     folder = tmp_path / "in"
     write_good_images(folder, 6, seed=41)
     (mount_point / "ballast").write_bytes(b"\0" * 44 * 1024)  # leaves 20 KiB: enough to start, not to finish
     out = mount_point / "out"
-    assert _label(ray_cluster, "--input", str(folder), "--output", str(out)) == 1
-    err = _one_line_error(capsys)
-    assert "no space left on device" in err and "rerun the same command to resume" in err
+    # A separate process, as a scheduler runs it: what reaches its stderr is what a user sees.
+    args = ["--input", str(folder), "--output", str(out), *SETTINGS, "--set", f"ray.address={ray_cluster}"]
+    job = subprocess.run([sys.executable, "-m", "jobs.label", *args], cwd=REPO, capture_output=True, text=True)
+    assert job.returncode == 1, job.stderr[-3000:]
+    assert "Traceback" not in job.stderr, job.stderr[-3000:]
+    last = job.stderr.strip().splitlines()[-1]
+    assert last.startswith("samlabel: error: the run failed (no space left on device (OSError: No space left on")
+    assert str(out) in last and last.endswith("rerun the same command to resume")
+    assert json.loads(job.stdout.strip().splitlines()[-1])["status"] == "failed"
     assert (out / "_started.json").exists() and not (out / "_SUCCESS").exists()
