@@ -1,15 +1,11 @@
 """The scheduling examples in deploy/: the manifests parse and name a valid jobs.nightly command, the Airflow DAG
-compiles, and the cron line's command runs a real night here (a local Ray cluster standing in for the real one)."""
+compiles (the cron line's command is run in tests/e2e/test_scheduling.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import py_compile
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -17,7 +13,6 @@ import yaml
 from jobs.nightly import parse_args
 from pipeline.cli import config_from_args
 from pipeline.config import validate_label_config
-from tests.e2e.test_nightly import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -67,38 +62,3 @@ def test_airflow_dag_compiles_and_submits_the_nightly_job(tmp_path):
     py_compile.compile(str(dag), cfile=str(tmp_path / "dag.pyc"), doraise=True)
     source = dag.read_text()
     assert "ray job submit" in source and "python -m jobs.nightly" in source and "skip_on_exit_code=3" in source
-
-
-def _crontab() -> tuple[dict[str, str], list[str], str]:
-    env, entries = {}, []
-    for line in (DEPLOY / "samlabel.cron").read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, value = line.partition("=")
-        if sep and re.fullmatch(r"[A-Z_]+", name.strip()):
-            env[name.strip()] = value.strip()
-        else:
-            entries.append(line)
-    assert len(entries) == 1, entries
-    parts = entries[0].split(None, 5)
-    return env, parts[:5], parts[5]
-
-
-def test_cron_line_runs_a_night(ray_cluster, tmp_path):
-    env, schedule, command = _crontab()
-    assert all(CRON_FIELD.match(f) for f in schedule) and set(env) >= {"SAMLABEL_INPUT", "SAMLABEL_OUTPUT_ROOT"}
-    root, log = tmp_path / "labels", tmp_path / "nightly.log"
-    settings = " ".join([*SETTINGS, "--set", f"ray.address={ray_cluster}"])  # split on spaces by nightly.sh
-    overrides = {
-        "SAMLABEL_HOME": str(REPO),
-        "SAMLABEL_INPUT": str(REPO / "tests" / "data" / "images"),
-        "SAMLABEL_OUTPUT_ROOT": str(root),
-        "SAMLABEL_ARGS": settings,
-        "SAMLABEL_LOG": str(log),
-        "SAMLABEL_PYTHON": sys.executable,
-    }
-    result = subprocess.run(["/bin/sh", "-c", command], env={**os.environ, **env, **overrides}, timeout=280)
-    lines = log.read_text().splitlines()
-    assert result.returncode == 0, "\n".join(lines[-20:])
-    summary = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
-    assert summary["status"] == "complete" and summary["new_images"] == 4 and (root / "latest.json").exists()

@@ -2,7 +2,8 @@
 
 Three nights over a growing folder, the second one killed mid-run (SIGKILL of the driver) and resumed: every image
 is labeled exactly once across the runs, the ledger records each once, and the consolidated view equals one full
-``jobs.label`` run over all images (rows compared without ``run_id``, which names the night by design). Rerunning
+``jobs.label`` run over all images (rows compared without ``run_id``, which names the night by design, and scores
+to 1e-6: decoder batches mix images differently). Rerunning
 a night is a no-op; changed settings are refused without ``--relabel`` and get a view of their own with it; a held
 lock gives exit 3; the JSON summary tells a scheduler what happened.
 """
@@ -57,6 +58,8 @@ def _summary(capsys) -> dict:
 
 
 def _kill_after_first_part(folder: Path, root: Path, ray_cluster: str) -> None:
+    """Runs a night in a driver process and SIGKILLs it once its new run has written a part."""
+    earlier = {p.name for p in (root / "runs").iterdir()}
     args = ["--input", str(folder), "--output-root", str(root), *SETTINGS, "--set", f"ray.address={ray_cluster}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.nightly", *args],
@@ -66,19 +69,34 @@ def _kill_after_first_part(folder: Path, root: Path, ray_cluster: str) -> None:
     )
     try:
         deadline = time.time() + 240
-        while not list(root.glob("runs/*/images/*.parquet")):
+        while not [p for p in root.glob("runs/*/images/*.parquet") if p.parents[1].name not in earlier]:
             assert proc.poll() is None, f"the night exited ({proc.returncode}) before writing a part"
             assert time.time() < deadline, "no part was written in time"
             time.sleep(0.05)
     finally:
         proc.kill()
         proc.wait()
-    assert not list(root.glob("runs/*/_SUCCESS")), "the night finished before it could be killed"
+    pending = json.loads((root / "_pending.json").read_text())["run_id"]
+    assert pending not in earlier and not (root / "runs" / pending / "_SUCCESS").exists(), "the night finished first"
 
 
-def _rows(path: Path, drop: tuple[str, ...] = ("run_id",)) -> list[dict]:
+SCORES = ("predicted_iou", "stability_score", "score")
+
+
+def _rows(path: Path) -> list[dict]:
+    """Rows without ``run_id`` (it names the night), scores apart (see :func:`_assert_same_rows`)."""
     rows = read_dataset(path, ["image_id", "annotation_id"])
-    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+    return [{k: v for k, v in r.items() if k != "run_id"} for r in rows]
+
+
+def _assert_same_rows(ours: list[dict], reference: list[dict]) -> None:
+    """Equal rows; scores to 1e-6, because the mask decoder batches prompts of several images together and a
+    night groups images differently from one full run, which moves float32 scores in their last bits (the masks,
+    boxes, areas and ids are exactly equal)."""
+    assert len(ours) == len(reference)
+    for a, b in zip(ours, reference, strict=True):
+        assert {k: v for k, v in a.items() if k not in SCORES} == {k: v for k, v in b.items() if k not in SCORES}
+        assert all(abs(a[k] - b[k]) <= 1e-6 for k in SCORES if k in a), (a["image_id"], a["annotation_id"])
 
 
 def test_three_nights_label_every_image_once_and_equal_one_full_run(ray_cluster, tmp_path, capsys):
@@ -90,10 +108,9 @@ def test_three_nights_label_every_image_once_and_equal_one_full_run(ray_cluster,
 
     write_good_images(folder / "night2", 5, seed=12)
     _kill_after_first_part(folder, root, ray_cluster)
-    assert json.loads((root / "_pending.json").read_text())["run_id"] != first["runs"][0]["run_id"]
     assert _night(ray_cluster, folder, root) == 0  # the killed driver's lock is stale at once: it is resumed
     second = _summary(capsys)
-    assert second["runs"][0]["resumed"] and 0 < second["new_images"] < 5
+    assert second["runs"][0]["resumed"] and second["new_images"] < 5  # what the killed night finished is kept
 
     write_good_images(folder / "night3", 2, seed=13)
     assert _night(ray_cluster, folder, root) == 0
@@ -118,7 +135,7 @@ def test_three_nights_label_every_image_once_and_equal_one_full_run(ray_cluster,
         == 0
     )
     view = Path(latest["view"])
-    assert _rows(view / "annotations") == _rows(full / "annotations")
+    _assert_same_rows(_rows(view / "annotations"), _rows(full / "annotations"))
     assert _rows(view / "images") == _rows(full / "images")
     table = pads.dataset(str(view / "annotations"), format="parquet", partitioning="hive").to_table()
     assert sorted(set(table["run"].to_pylist())) == runs and table.num_rows == len(_rows(full / "annotations"))
