@@ -42,7 +42,7 @@ def test_hostile_names_never_reach_output_names_and_masks_are_capped(ray_cluster
     args = ["--input", str(manifest), "--output", str(out), *SETTINGS, "--set", f"ray.address={ray_cluster}"]
     grid = [
         "--set",
-        "grid.points_per_side=8",
+        "grid.points_per_side=6",
         "--set",
         "grid.box_nms_thresh=1.0",
         "--set",
