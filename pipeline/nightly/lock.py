@@ -18,6 +18,7 @@ ledger itself, which is written with a compare-and-swap.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -30,6 +31,7 @@ from pipeline.io import conditional as cas
 from pipeline.io import storage as st
 
 LOCK_NAME = "_lock.json"
+log = logging.getLogger(__name__)
 
 
 class LockHeldError(RuntimeError):
@@ -71,6 +73,7 @@ class OutputLock:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.token = uuid.uuid4().hex
         self._lost = threading.Event()
+        self._renewing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -97,6 +100,11 @@ class OutputLock:
 
     def renew(self) -> None:
         """Extends the expiry; LockLostError if the lock is no longer this run's."""
+        # The heartbeat and check() both renew: one at a time, or each would see the other's write as a takeover.
+        with self._renewing:
+            self._renew()
+
+    def _renew(self) -> None:
         current = cas.read_versioned(self.uri, self.storage)
         held = LockInfo.parse(current.data) if current else None
         if current is None or held is None or held.token != self.token:
@@ -115,11 +123,18 @@ class OutputLock:
         self.renew()
 
     def release(self) -> None:
-        """Deletes the lock if it is still this run's (a taken-over lock is left to its new holder)."""
-        current = cas.read_versioned(self.uri, self.storage)
-        held = LockInfo.parse(current.data) if current else None
-        if current is not None and held is not None and held.token == self.token:
-            cas.delete_if_version(self.uri, current.version, self.storage)
+        """Deletes the lock if it is still this run's (a taken-over lock is left to its new holder).
+
+        Best effort: if the store refuses (an outage, no conditional delete), the lock simply expires after the TTL,
+        and the run's own outcome is not turned into a failure.
+        """
+        try:
+            current = cas.read_versioned(self.uri, self.storage)
+            held = LockInfo.parse(current.data) if current else None
+            if current is not None and held is not None and held.token == self.token:
+                cas.delete_if_version(self.uri, current.version, self.storage)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("could not release %s (%s); it expires at its TTL", self.uri, type(exc).__name__)
 
     def __enter__(self) -> OutputLock:
         self.acquire()

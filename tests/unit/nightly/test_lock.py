@@ -59,11 +59,12 @@ def test_of_two_runs_racing_for_a_stale_lock_one_wins(root):
 
 def test_heartbeat_keeps_a_long_run_locked(root):
     uri, storage = root
-    with OutputLock(uri, storage, ttl_s=0.6, owner="long-run") as lock:
-        time.sleep(1.5)  # more than twice the TTL: only renewals keep it
-        lock.check()
+    with OutputLock(uri, storage, ttl_s=1.5, owner="long-run") as lock:
+        for _ in range(8):  # 4 s, more than twice the TTL: only renewals keep it; checks renew concurrently
+            time.sleep(0.5)
+            lock.check()
         with pytest.raises(LockHeldError):
-            OutputLock(uri, storage, ttl_s=0.6, owner="other").acquire()
+            OutputLock(uri, storage, ttl_s=1.5, owner="other").acquire()
 
 
 def test_lock_of_a_dead_process_on_this_machine_is_stale_at_once(tmp_path):
