@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.config import StorageConfig
 from pipeline.io.storage import FileTooLargeError, describe_error, read_bytes
+from pipeline.redact import redact
 from pipeline.schema import (
     ERROR_MESSAGE,
     ERROR_STAGE,
@@ -67,4 +68,4 @@ def _error_type(exc: Exception) -> str:
 def _message(exc: Exception) -> str:
     # Our own storage errors already name the URI in one line; keep the type name only for foreign ones.
     text = str(exc) if isinstance(exc, (FileNotFoundError, FileTooLargeError)) else describe_error(exc)
-    return " ".join(text.split())[:_MAX_MESSAGE_CHARS]
+    return redact(" ".join(text.split()))[:_MAX_MESSAGE_CHARS]

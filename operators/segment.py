@@ -6,8 +6,9 @@ Reads:  image_id · image_rgb (raw HWC uint8, resized) · input_h · input_w · 
         error_* · prompt_boxes_xyxy (boxes/yolo modes)
         image_original_rgb (grid crop layers only)
 Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · mask_stability_score · mask_score ·
-        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask); seconds_<stage> for its stages
-        (encode, prompts, decode_masks, filter, rle; the batch's time split over its rows); drops the image columns.
+        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask) · masks_dropped (int64: masks past
+        ``max_masks`` per image, dropped lowest score first); seconds_<stage> for its stages (encode, prompts,
+        decode_masks, filter, rle; the batch's time split over its rows); drops the image columns.
 Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
 with stage "segment" and the other images of the batch are still labeled.
 Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
@@ -53,10 +54,11 @@ class Segment:
         storage: StorageConfig,
         decoder_chunk: int,
         num_threads: int | None = None,
+        max_masks: int | None = None,
     ) -> None:
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
-        self.mode, self.grid, self.boxes = mode, grid, boxes
+        self.mode, self.grid, self.boxes, self.max_masks = mode, grid, boxes, max_masks
         self.runtime = load_runtime(model, storage, decoder_chunk)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -77,9 +79,15 @@ class Segment:
                     errors[col.ERROR_STAGE][i] = "segment"
                     errors[col.ERROR_TYPE][i] = type(e).__name__
                     errors[col.ERROR_MESSAGE][i] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        dropped = np.zeros(n, np.int64)
+        if self.max_masks is not None:
+            for i, masks in enumerate(results):
+                if masks is not None:
+                    results[i], dropped[i] = masks.top(self.max_masks)
         out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB)}
         out.update(errors)
         out.update(_to_columns(results))
+        out[col.MASKS_DROPPED] = dropped
         for stage, seconds in timer.seconds.items():
             out[col.seconds_column(stage)] = np.full(n, seconds / n)
         return out

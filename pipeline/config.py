@@ -36,6 +36,8 @@ class InputConfig:
     """Manifest column holding the URIs; default: image_uri, uri, path or url."""
     limit: int | None = None
     """Label only the first N images (sorted by image id); for smoke runs."""
+    allowed_roots: tuple[str, ...] = ()
+    """Folders/prefixes every image URI must lie in, else the run is refused; default: --input (a manifest: any)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,10 @@ class SegmentConfig:
     """CPUs reserved per actor; default 2 with a GPU, else all CPUs but one."""
     threads: int | None = None
     """Compute threads of the actor (torch / ONNX Runtime); default: all cores on CPU, num_cpus with a GPU."""
+    max_prompts_per_image: int = 25_000
+    """Boxes past this are dropped (file order kept) and counted; a grid making more prompts is refused."""
+    max_masks_per_image: int = 5_000
+    """Masks past this are dropped, lowest score first, and counted (images.masks_dropped, run.json)."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +362,8 @@ def validate_label_config(cfg: LabelConfig) -> None:
         ("segment.batch_size", cfg.segment.batch_size),
         ("segment.decoder_chunk", cfg.segment.decoder_chunk),
         ("storage.max_attempts", cfg.storage.max_attempts),
+        ("segment.max_prompts_per_image", cfg.segment.max_prompts_per_image),
+        ("segment.max_masks_per_image", cfg.segment.max_masks_per_image),
     ):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
@@ -363,6 +371,21 @@ def validate_label_config(cfg: LabelConfig) -> None:
         raise ConfigError("grid.crop_n_layers and grid.min_mask_region_area must not be negative")
     if cfg.input.limit is not None and cfg.input.limit < 1:
         raise ConfigError(f"input.limit must be at least 1, got {cfg.input.limit}")
+    if cfg.prompts.mode == "grid" and grid_prompts_per_image(cfg.grid) > cfg.segment.max_prompts_per_image:
+        raise ConfigError(
+            f"grid.points_per_side={cfg.grid.points_per_side} with grid.crop_n_layers={cfg.grid.crop_n_layers} makes "
+            f"{grid_prompts_per_image(cfg.grid)} prompts per image, over "
+            f"segment.max_prompts_per_image={cfg.segment.max_prompts_per_image}"
+        )
+
+
+def grid_prompts_per_image(grid: GridConfig) -> int:
+    """Point prompts the grid mode makes for one image: every crop layer's crops times its points."""
+    total = 0
+    for layer in range(grid.crop_n_layers + 1):
+        side = max(1, int(grid.points_per_side / grid.crop_n_points_downscale_factor**layer))
+        total += (2**layer) ** 2 * side * side
+    return total
 
 
 def labeling_settings(cfg: LabelConfig, weights_sha256: str | None) -> dict[str, Any]:
@@ -374,6 +397,7 @@ def labeling_settings(cfg: LabelConfig, weights_sha256: str | None) -> dict[str,
         "prompts": data["prompts"]["mode"],
         "params": data["grid"] if cfg.prompts.mode == "grid" else data["boxes"],
         "decode": {k: data["decode"][k] for k in ("max_file_bytes", "max_pixels")},
+        "limits": {k: data["segment"][k] for k in ("max_prompts_per_image", "max_masks_per_image")},
     }
 
 

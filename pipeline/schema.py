@@ -56,6 +56,10 @@ MASK_SCORE = "mask_score"  # list<float32>
 MASK_PROMPT_INDEX = "mask_prompt_index"  # list<int64>, row of the prompt in the image's prompt list
 MASK_PROMPT_POINTS = "mask_prompt_points"  # list<list<list<float32>>>, point prompts (x, y original px) per mask
 
+# --- limits: what was cut off for an image (int64; absent means 0) ------------------------------------------------
+PROMPTS_DROPPED = "prompts_dropped"  # boxes past segment.max_prompts_per_image, dropped when planning
+MASKS_DROPPED = "masks_dropped"  # masks past segment.max_masks_per_image, dropped by the segment operator
+
 # --- records: the output columns, still one row per image (lists of length K) until the sink explodes them ------
 STATUS = "status"  # str: "labeled" | "error"
 ANNOTATION_ID = "annotation_id"
