@@ -4,12 +4,13 @@ Columns read: ``image_bytes``; ``error_stage`` / ``error_type`` / ``error_messag
 earlier and passes through untouched; absent columns mean no earlier errors).
 Columns written: ``image_rgb`` (raw HWC uint8 RGB bytes, long side ``long_side``, resized exactly as the official
 predictor does), ``input_h`` / ``input_w`` (int32, its size), ``image_height`` / ``image_width`` (int32, original
-size after EXIF orientation), the three error columns, and with ``detect_side`` (yolo prompts) ``image_detect_rgb`` /
-``detect_h`` / ``detect_w``: the image with long side ``detect_side`` for the detector, never enlarged (empty, size
-0, when it equals ``image_rgb``). ``image_bytes`` is dropped; every other column passes
-through, and every input row gives exactly one output row. Error rows carry empty ``image_rgb``, 0 for
-``input_h`` / ``input_w``, and the declared size (as stored, before EXIF orientation) when the header was read,
-else 0. Resources: one CPU per task (``DecodeConfig.num_cpus``), memory of one decoded image at a time.
+size after EXIF orientation), the three error columns, ``seconds_decode`` (float64, time spent on the row), and with
+``detect_side`` (yolo prompts) ``image_detect_rgb`` / ``detect_h`` / ``detect_w``: the image with long side
+``detect_side`` for the detector, never enlarged (empty, size 0, when it equals ``image_rgb``). ``image_bytes`` is
+dropped; every other column passes through, and every input row gives exactly one output row. Error rows carry
+empty ``image_rgb``, 0 for ``input_h`` / ``input_w``, and the declared size (as stored, before EXIF orientation)
+when the header was read, else 0. Resources: one CPU per task (``DecodeConfig.num_cpus``), memory of one decoded
+image at a time.
 
 Decisions:
 
@@ -35,6 +36,7 @@ Decisions:
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +61,7 @@ from pipeline.schema import (
     INPUT_W,
     error_columns,
     has_error,
+    seconds_column,
 )
 
 STAGE = "decode"
@@ -103,10 +106,13 @@ def decode_images(
     originals = np.full(n, b"", dtype=object)
     detect = np.full(n, b"", dtype=object)
     sizes = {c: np.zeros(n, dtype=np.int32) for c in (INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH, DETECT_H, DETECT_W)}
+    seconds = np.zeros(n)
     for i, raw in enumerate(batch[IMAGE_BYTES]):
         if has_error(errors, i):
             continue
+        start = time.perf_counter()
         result = _decode_one(raw, cfg.max_pixels, long_side, keep_original, detect_side)
+        seconds[i] = time.perf_counter() - start
         rgb[i] = result.rgb
         originals[i] = result.original
         detect[i] = result.detect
@@ -121,7 +127,7 @@ def decode_images(
         del sizes[DETECT_H], sizes[DETECT_W]
     else:
         out[IMAGE_DETECT_RGB] = detect
-    out.update({IMAGE_RGB: rgb, **sizes, **errors})
+    out.update({IMAGE_RGB: rgb, **sizes, **errors, seconds_column(STAGE): seconds})
     if keep_original:
         out[IMAGE_ORIGINAL_RGB] = originals
     return out

@@ -36,6 +36,8 @@ class InputConfig:
     """Manifest column holding the URIs; default: image_uri, uri, path or url."""
     limit: int | None = None
     """Label only the first N images (sorted by image id); for smoke runs."""
+    allowed_roots: tuple[str, ...] = ()
+    """Folders/prefixes every image URI must lie in, else the run is refused; default: --input (a manifest: any)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class ModelConfig:
     """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, or cuda[:N]; decided inside each worker."""
+    channels_last: bool = False
+    """torch backend: run the encoder in channels-last memory format (faster convolutions on recent GPUs)."""
+    compile: bool = False
+    """torch backend: torch.compile the encoder (slow first call per input shape)."""
     cache_dir: str | None = None
     """Where downloaded weights and built engines are cached; default ~/.cache/samlabel."""
 
@@ -218,6 +224,10 @@ class SegmentConfig:
     """CPUs reserved per actor; default 2 with a GPU, else all CPUs but one."""
     threads: int | None = None
     """Compute threads of the actor (torch / ONNX Runtime); default: all cores on CPU, num_cpus with a GPU."""
+    max_prompts_per_image: int = 25_000
+    """Boxes past this are dropped (file order kept) and counted; a grid making more prompts is refused."""
+    max_masks_per_image: int = 5_000
+    """Masks past this are dropped, lowest score first, and counted (images.masks_dropped, run.json)."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +437,8 @@ def validate_label_config(cfg: LabelConfig) -> None:
         ("segment.batch_size", cfg.segment.batch_size),
         ("segment.decoder_chunk", cfg.segment.decoder_chunk),
         ("storage.max_attempts", cfg.storage.max_attempts),
+        ("segment.max_prompts_per_image", cfg.segment.max_prompts_per_image),
+        ("segment.max_masks_per_image", cfg.segment.max_masks_per_image),
         ("yolo.imgsz", cfg.yolo.imgsz),
         ("yolo.max_det", cfg.yolo.max_det),
         ("yolo.batch_size", cfg.yolo.batch_size),
@@ -442,6 +454,21 @@ def validate_label_config(cfg: LabelConfig) -> None:
         )
     if cfg.input.limit is not None and cfg.input.limit < 1:
         raise ConfigError(f"input.limit must be at least 1, got {cfg.input.limit}")
+    if cfg.prompts.mode == "grid" and grid_prompts_per_image(cfg.grid) > cfg.segment.max_prompts_per_image:
+        raise ConfigError(
+            f"grid.points_per_side={cfg.grid.points_per_side} with grid.crop_n_layers={cfg.grid.crop_n_layers} makes "
+            f"{grid_prompts_per_image(cfg.grid)} prompts per image, over "
+            f"segment.max_prompts_per_image={cfg.segment.max_prompts_per_image}"
+        )
+
+
+def grid_prompts_per_image(grid: GridConfig) -> int:
+    """Point prompts the grid mode makes for one image: every crop layer's crops times its points."""
+    total = 0
+    for layer in range(grid.crop_n_layers + 1):
+        side = max(1, int(grid.points_per_side / grid.crop_n_points_downscale_factor**layer))
+        total += (2**layer) ** 2 * side * side
+    return total
 
 
 _NOT_LABELS = ("weights", "batch_size", "actors", "num_gpus")  # where a prompt model lives and how it runs
@@ -463,6 +490,7 @@ def labeling_settings(
         "prompts": mode,
         "params": params,
         "decode": {k: data["decode"][k] for k in ("max_file_bytes", "max_pixels")},
+        "limits": {k: data["segment"][k] for k in ("max_prompts_per_image", "max_masks_per_image")},
     }
     if mode in ("yolo", "autoppn"):
         settings["prompt_weights_sha256"] = prompt_weights_sha256
@@ -474,8 +502,3 @@ def label_fingerprint(cfg: LabelConfig, weights_sha256: str | None, prompt_weigh
     data = to_dict(cfg)
     inputs = {"input": data["input"], "prompts_file": cfg.prompts.file, "run_id": cfg.output.run_id}
     return fingerprint({**labeling_settings(cfg, weights_sha256, prompt_weights_sha256), **inputs})
-
-
-def default_run_id(cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None) -> str:
-    """Identical labeling settings give the same run id, wherever the images are."""
-    return cfg.output.run_id or fingerprint(labeling_settings(cfg, weights_sha256, prompt_weights_sha256))[:16]

@@ -34,6 +34,15 @@ ERROR_MESSAGE = "error_message"  # str: one human-readable line
 
 ERROR_COLUMNS = (ERROR_STAGE, ERROR_TYPE, ERROR_MESSAGE)
 
+# Per-stage timing (float64 seconds per row; a batch's shared work is split evenly over its rows). Summed by the
+# sink into run.json; never written to the output tables. Stages: see pipeline.timing.STAGES.
+SECONDS_PREFIX = "seconds_"
+
+
+def seconds_column(stage: str) -> str:
+    return SECONDS_PREFIX + stage
+
+
 # --- boxes mode prompts (added to the input table from the boxes file) -----------------------------------------
 COCO_IMAGE_ID = "coco_image_id"  # int64, image id in coco.json (kept from a COCO boxes file, else derived)
 PROMPT_BOXES_XYXY = "prompt_boxes_xyxy"  # list<float32> of 4·K values (x1, y1, x2, y2 per box), original pixels
@@ -50,6 +59,10 @@ MASK_STABILITY = "mask_stability_score"  # list<float32>
 MASK_SCORE = "mask_score"  # list<float32>
 MASK_PROMPT_INDEX = "mask_prompt_index"  # list<int64>, row of the prompt in the image's prompt list
 MASK_PROMPT_POINTS = "mask_prompt_points"  # list<list<list<float32>>>, point prompts (x, y original px) per mask
+
+# --- limits: what was cut off for an image (int64; absent means 0) ------------------------------------------------
+PROMPTS_DROPPED = "prompts_dropped"  # boxes past segment.max_prompts_per_image, dropped when planning
+MASKS_DROPPED = "masks_dropped"  # masks past segment.max_masks_per_image, dropped by the segment operator
 
 # --- records: the output columns, still one row per image (lists of length K) until the sink explodes them ------
 STATUS = "status"  # str: "labeled" | "error"

@@ -25,6 +25,7 @@ from pipeline.grid_lowres import Candidates, filter_low_res
 from pipeline.masks import best_of, select_masks
 from pipeline.prompts import PromptBatch, make_prompts
 from pipeline.runtime.base import SamRuntime
+from pipeline.timing import StageTimer
 
 
 def filter_config(cfg: AutoPPNConfig) -> GridConfig:
@@ -60,40 +61,47 @@ def segment_autoppn(
     original_hw: np.ndarray,
     cfg: AutoPPNConfig,
     chunk: int,
+    timer: StageTimer | None = None,
 ) -> list[GridMasks]:
-    """Masks of B images from their embeddings [B,256,64,64] (see the module doc); ``original_hw`` [B,2]."""
+    """Masks of B images from their embeddings [B,256,64,64] (see the module doc); ``original_hw`` [B,2].
+
+    ``timer`` receives the seconds of the stages prompts (head + Point-NMS), decode_masks, filter and rle.
+    """
+    timer = timer or StageTimer.off()
     original_hw = np.asarray(original_hw, np.int64).reshape(-1, 2)
-    proposals = propose(
-        head, embeddings, original_hw, score_thresh=cfg.score_thresh, nms_radius=cfg.nms_radius, top_n=cfg.top_n
-    )
-    prompts, multimask = make_autoppn_prompts(proposals, cfg.prompt_mode)
+    with timer("prompts"):
+        proposals = propose(
+            head, embeddings, original_hw, score_thresh=cfg.score_thresh, nms_radius=cfg.nms_radius, top_n=cfg.top_n
+        )
+        prompts, multimask = make_autoppn_prompts(proposals, cfg.prompt_mode)
     grid_cfg = filter_config(cfg)
     starts = np.searchsorted(proposals.image_index, np.arange(len(original_hw) + 1))  # prompt range of each image
     pending: list[list[Candidates]] = [[] for _ in original_hw]
     for start in range(0, len(prompts), chunk):
         stop = min(start + chunk, len(prompts))
-        logits, iou = select_masks(*runtime.decode(embeddings, prompts.take(slice(start, stop))), multimask)
-        if multimask:
-            best, best_iou = best_of(logits, iou)
-            logits, iou = best[:, None], best_iou[:, None]  # [n,1,256,256], [n,1]
-        for image in np.unique(proposals.image_index[start:stop]):
-            lo, hi = max(start, starts[image]), min(stop, starts[image + 1])
-            pending[image].append(
-                _filter(
-                    logits[lo - start : hi - start],
-                    iou[lo - start : hi - start],
-                    lo - starts[image],
-                    tuple(original_hw[image]),
-                    grid_cfg,
+        with timer("decode_masks"):
+            logits, iou = select_masks(*runtime.decode(embeddings, prompts.take(slice(start, stop))), multimask)
+        with timer("filter"):
+            if multimask:
+                best, best_iou = best_of(logits, iou)
+                logits, iou = best[:, None], best_iou[:, None]  # [n,1,256,256], [n,1]
+            for image in np.unique(proposals.image_index[start:stop]):
+                lo, hi = max(start, starts[image]), min(stop, starts[image + 1])
+                pending[image].append(
+                    _filter(
+                        logits[lo - start : hi - start],
+                        iou[lo - start : hi - start],
+                        lo - starts[image],
+                        tuple(original_hw[image]),
+                        grid_cfg,
+                    )
                 )
-            )
     results = []
     for image, hw in enumerate(original_hw.tolist()):
         points = from_prompt_frame(proposals.points[starts[image] : starts[image + 1]], tuple(hw))
-        if not pending[image]:
-            results.append(finalize_whole_image(_no_candidates(runtime.device), points, tuple(hw), grid_cfg))
-            continue
-        results.append(finalize_whole_image(Candidates.cat(pending[image]), points, tuple(hw), grid_cfg))
+        candidates = Candidates.cat(pending[image]) if pending[image] else _no_candidates(runtime.device)
+        with timer("rle"):
+            results.append(finalize_whole_image(candidates, points, tuple(hw), grid_cfg))
     return results
 
 

@@ -7,12 +7,13 @@ from collections import Counter
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import schema as col
 from pipeline.config import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.coco import build_coco
-from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, read_table
+from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, dedupe_parts, read_table
 from pipeline.io.tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
 
 
@@ -30,7 +31,12 @@ def commit_run(
     segmentation: Literal["rle", "polygon"],
     run_info: dict,
 ) -> dict[str, int]:
-    """Verifies the parts, writes coco.json (optional) and run.json, then _SUCCESS; returns the counts."""
+    """De-duplicates and verifies the parts, writes coco.json (optional), run.json, then _SUCCESS; returns counts.
+
+    Images written by two parts (task retries, zombie writers) are first reduced to one copy (see
+    :func:`pipeline.io.run_output.dedupe_parts`); the check that follows still refuses any duplicate.
+    """
+    duplicates_removed = dedupe_parts(output_uri, storage)
     images = _read(output_uri, IMAGES, storage, IMAGES_SCHEMA)
     ids = images[col.IMAGE_ID].to_pylist()
     duplicated = [i for i, n in Counter(ids).items() if n > 1]
@@ -48,6 +54,9 @@ def commit_run(
         "labeled": statuses.get("labeled", 0),
         "errors": statuses.get("error", 0),
         "annotations": annotations.num_rows,
+        "prompts_dropped": int(pc.sum(images[col.PROMPTS_DROPPED]).as_py() or 0),
+        "masks_dropped": int(pc.sum(images[col.MASKS_DROPPED]).as_py() or 0),
+        "duplicates_removed": duplicates_removed,
     }
     if coco:
         info = {"description": "samlabel", "model": run_info["model"]["name"], "run_id": run_info["run_id"]}
