@@ -82,9 +82,7 @@ def open_output(labeling: Labeling, output_uri: str, run_id: str | None = None) 
     cfg = labeling.cfg
     output = dataclasses.replace(cfg.output, uri=output_uri, run_id=run_id or cfg.output.run_id)
     cfg = dataclasses.replace(cfg, output=output)
-    state = prepare_output(
-        output_uri, cfg.storage, labeling.fingerprint_for(cfg), redact_data(to_dict(cfg))
-    )
+    state = prepare_output(output_uri, cfg.storage, labeling.fingerprint_for(cfg), redact_data(to_dict(cfg)))
     return OpenedOutput(cfg, state)
 
 
