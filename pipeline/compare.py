@@ -44,8 +44,8 @@ class TimedRuntime:
     def encode(self, images: np.ndarray, input_hw: np.ndarray) -> Any:
         return self._timed("encode", self.runtime.encode, images, input_hw)
 
-    def decode(self, embeddings: Any, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._timed("decode", self.runtime.decode, embeddings, prompts)
+    def decode(self, embeddings: Any, prompts: PromptBatch, hints: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._timed("decode", self.runtime.decode, embeddings, prompts, hints)
 
     def _timed(self, stage: str, fn: Callable, *args: Any) -> Any:
         start = _now(self.device)
@@ -80,7 +80,7 @@ def compare_methods(
             total = _now(timed.device) - start - repeated
             seconds = {**timed.seconds, "prompts": prompt_seconds}
             seconds["filter"] = max(0.0, total - sum(seconds.values()))
-            rows[name].append({"prompts": prompts, "masks": len(rles), **seconds})
+            rows[name].append({"num_prompts": prompts, "num_masks": len(rles), **seconds})
             masks[name].append(rles)
     return {name: _summary(rows[name], masks[name], masks["grid"]) for name in methods}
 
@@ -139,8 +139,8 @@ def _summary(rows: list[dict], masks: list[list[dict]], grid: list[list[dict]]) 
                 matched[threshold] += int((best >= threshold).sum())
     return {
         "images": len(rows),
-        "prompts_per_image": sum(r["prompts"] for r in rows) / n,
-        "masks_per_image": sum(r["masks"] for r in rows) / n,
+        "prompts_per_image": sum(r["num_prompts"] for r in rows) / n,
+        "masks_per_image": sum(r["num_masks"] for r in rows) / n,
         "ms_per_image": {k: round(v, 2) for k, v in ms.items()},
         "decode_filter_ms_per_image": round(ms["decode"] + ms["filter"], 2),
         "grid_masks_matched": {str(k): (v / total if total else None) for k, v in matched.items()},

@@ -5,7 +5,7 @@ reaches the network or the user's settings: ``YOLO_OFFLINE=1`` (no connectivity 
 ``YOLO_AUTOINSTALL=false`` (no pip installs), ``YOLO_VERBOSE=false``, ``ULTRALYTICS_SAFE_LOAD=1`` (checkpoints are
 read with ``torch.load(weights_only=True)`` against ultralytics' allow-list of model classes: a weight file is
 untrusted input), and ``YOLO_CONFIG_DIR`` inside samlabel's cache (unless set), where its settings file is created
-once with sync and integrations off. Weights are fetched to a local file first (path, ``s3://``, ``hf://``), so
+once with sync and integrations off; its process-wide patch of ``PIL.Image.open`` is undone. Weights are fetched to a local file first (path, ``s3://``, ``hf://``), so
 ultralytics never resolves a name to a download.
 """
 
@@ -34,14 +34,22 @@ def import_ultralytics(cache_dir: str | None = None) -> ModuleType:
     os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
     root = Path(cache_dir or Path("~/.cache/samlabel")).expanduser()
     os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "ultralytics"))
+    from PIL import Image
+
+    pil_open = Image.open
     try:
         import ultralytics
+        import ultralytics.utils.patches  # noqa: F401  (applies the patch undone below, once per process)
         from ultralytics.utils import SETTINGS
     except ImportError as exc:
         raise ValueError(
             f"--prompts yolo needs ultralytics ({exc.name} is missing): install the [yolo] extra, "
             "pip install 'samlabel[yolo]' (AGPL-3.0)"
         ) from None
+    finally:
+        # ultralytics replaces PIL.Image.open process-wide with a wrapper that tries to pip-install pi-heif when a
+        # file is not an image; the decode operator must see PIL's own error for untrusted files.
+        Image.open = pil_open
     if any(SETTINGS.get(key) for key in _OFF):
         SETTINGS.update(dict.fromkeys(_OFF, False))
     return ultralytics
