@@ -5,8 +5,8 @@ reaches the network or the user's settings: ``YOLO_OFFLINE=1`` (no connectivity 
 ``YOLO_AUTOINSTALL=false`` (no pip installs), ``YOLO_VERBOSE=false``, ``ULTRALYTICS_SAFE_LOAD=1`` (checkpoints are
 read with ``torch.load(weights_only=True)`` against ultralytics' allow-list of model classes: a weight file is
 untrusted input), and ``YOLO_CONFIG_DIR`` inside samlabel's cache (unless set), where its settings file is created
-once with sync and integrations off; its process-wide patch of ``PIL.Image.open`` is undone. Weights are fetched to a local file first (path, ``s3://``, ``hf://``), so
-ultralytics never resolves a name to a download.
+once with sync and integrations off; its process-wide patch of ``PIL.Image.open`` is undone. Weights are fetched
+to a local file first (path, ``s3://``, ``hf://``), so ultralytics never resolves a name to a download.
 """
 
 from __future__ import annotations
