@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,onnx
+EXTRAS ?= dev,onnx,yolo,train
 
 .PHONY: setup demo test lint
 

@@ -1,8 +1,9 @@
 """Label an image bucket with EfficientViT-SAM: ``python -m jobs.label --input URI --output URI [...]``.
 
 The same flags work under ``ray job submit --working-dir . -- python -m jobs.label ...``. Rerunning into the same
-``--output`` resumes an interrupted run. Exit status: 0 the run is complete (now or already), 1 the run failed,
-2 a bad flag, config, URI or weight file (reported before any image is read).
+``--output`` resumes an interrupted run. Exit status: 0 the run is complete (now or already), 1 the run failed
+(rerun to resume), 2 a bad flag, config, URI, weight file or output (reported before any image is read). The last
+line on stdout is a JSON summary (also written to ``--summary-json``).
 """
 
 from __future__ import annotations
@@ -12,103 +13,66 @@ import logging
 import sys
 import time
 
-from pipeline.config import (
-    ConfigError,
-    LabelConfig,
-    default_run_id,
-    label_fingerprint,
-    load_config,
-    to_dict,
-    validate_label_config,
+from pipeline.cli import add_labeling_arguments, config_from_args, setup_logging
+from pipeline.config import LabelConfig
+from pipeline.job import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    describe_failure,
+    emit_summary,
+    label_output,
+    open_output,
+    prepare_labeling,
 )
-from pipeline.inputs import plan_inputs, remaining
-from pipeline.io.run_output import prepare_output
-from pipeline.run import run_and_commit
-from pipeline.runtime import resolve_weights, verify_weights
+from pipeline.redact import redact
 
 OFFICIAL_L0 = "hf://mit-han-lab/efficientvit-sam/efficientvit_sam_l0.pt"
-FLAGS = {
-    "input": "input.uri",
-    "output": "output.uri",
-    "model": "model.name",
-    "weights": "model.weights",
-    "prompts": "prompts.mode",
-    "prompts_file": "prompts.file",
-}
+log = logging.getLogger("samlabel")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", help="folder, file://, s3://bucket/prefix, or a .txt/.csv/.parquet manifest")
-    parser.add_argument("--output", help="output folder (local, file:// or s3://)")
-    parser.add_argument("--config", help="YAML config file (sections as in jobs/configs/label.yaml)")
-    parser.add_argument("--model", help="efficientvit-sam-l0|l1|l2|xl0|xl1 (or l0 ...), or a test/demo model")
-    parser.add_argument("--weights", help="local path, s3://... or hf://owner/repo/file")
-    parser.add_argument("--prompts", choices=["grid", "boxes", "yolo", "autoppn"], help="prompt source")
-    parser.add_argument("--prompts-file", help="boxes for --prompts boxes: COCO .json or .parquet")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value"
-    )
+    add_labeling_arguments(parser, output_help="output folder (local, file:// or s3://)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = [f"{key}={_yaml_str(getattr(args, flag))}" for flag, key in FLAGS.items() if getattr(args, flag)]
+    setup_logging()
     start = time.time()
+    cfg: LabelConfig | None = None
+    summary: dict = {"job": "label", "output": args.output}
     try:
-        cfg = load_config(LabelConfig, args.config, overrides + args.set)
-        validate_label_config(cfg)
-        weights_sha256 = verify_weights(cfg.model, cfg.storage)
-        plan = plan_inputs(cfg)
-        fingerprint = label_fingerprint(cfg, weights_sha256)
-        state = prepare_output(cfg.output.uri, cfg.storage, fingerprint, to_dict(cfg))
-    except (ConfigError, ValueError, OSError) as e:
-        print(f"samlabel: error: {e}", file=sys.stderr)
-        return 2
-    if state.complete:
-        print(f"samlabel: {cfg.output.uri} already holds this completed run; nothing to do")
-        return 0
-    todo = remaining(plan.table, state.done_image_ids)
-    if weights_sha256 is None:
+        cfg = config_from_args(args)
+        labeling = prepare_labeling(cfg)
+        opened = open_output(labeling, cfg.output.uri)
+    except (ValueError, OSError) as e:
+        return _fail(summary, args, cfg, EXIT_BAD_INPUT, "bad_input", describe_failure(e))
+    if opened.state.complete:
+        print(f"samlabel: {redact(cfg.output.uri)} already holds this completed run; nothing to do")
+        emit_summary({**summary, "status": "already_complete", "exit_code": EXIT_OK}, args.summary_json, cfg)
+        return EXIT_OK
+    if labeling.weights_sha256 is None:
         print(
             f"samlabel: warning: {cfg.model.name} runs with random weights (no --weights), so its masks are "
             f"meaningless; for real labels use e.g. --model efficientvit-sam-l0 --weights {OFFICIAL_L0}"
         )
-    run_id = default_run_id(cfg, weights_sha256)
-    print(
-        f"samlabel: {todo.num_rows} of {plan.table.num_rows} images to label with {cfg.model.name} "
-        f"({cfg.prompts.mode} prompts) into {cfg.output.uri}"
-    )
-    info = {
-        "run_id": run_id,
-        "fingerprint": fingerprint,
-        "config": to_dict(cfg),
-        "model": {
-            "name": cfg.model.name,
-            "weights": resolve_weights(cfg.model),
-            "weights_sha256": weights_sha256,
-            "backend": cfg.model.backend,
-            "precision": cfg.model.precision,
-        },
-    }
     try:
-        summary = run_and_commit(cfg, plan, todo, info, started_at=start)
+        result = label_output(labeling, opened, labeling.plan, started_at=start)
     except Exception as e:  # the run failed after work started: no _SUCCESS, rerun to resume
-        logging.getLogger("samlabel").exception("run failed")
-        print(
-            f"samlabel: error: the run failed ({type(e).__name__}: {e}); rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return 1
-    print(summary)
-    return 0
+        log.debug("run failed", exc_info=True)
+        message = f"the run failed ({describe_failure(e)}); rerun the same command to resume"
+        return _fail(summary, args, cfg, EXIT_FAILED, "failed", message)
+    print(result.pop("line"))
+    emit_summary({**summary, **result, "status": "complete", "exit_code": EXIT_OK}, args.summary_json, cfg)
+    return EXIT_OK
 
 
-def _yaml_str(value: str) -> str:
-    """Quotes a flag value so that --set parsing keeps it a string (e.g. a folder named 'null' or '1')."""
-    return "'" + value.replace("'", "''") + "'"
+def _fail(summary: dict, args: argparse.Namespace, cfg: LabelConfig | None, code: int, status: str, error: str) -> int:
+    print(f"samlabel: error: {error}", file=sys.stderr)
+    emit_summary({**summary, "status": status, "exit_code": code, "error": error}, args.summary_json, cfg)
+    return code
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.train.data import CocoMasks
+from pipeline.train.sam_data import CocoMasks
 from pipeline.train.sam_train import TrainConfig, train
 
 

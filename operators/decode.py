@@ -4,10 +4,13 @@ Columns read: ``image_bytes``; ``error_stage`` / ``error_type`` / ``error_messag
 earlier and passes through untouched; absent columns mean no earlier errors).
 Columns written: ``image_rgb`` (raw HWC uint8 RGB bytes, long side ``long_side``, resized exactly as the official
 predictor does), ``input_h`` / ``input_w`` (int32, its size), ``image_height`` / ``image_width`` (int32, original
-size after EXIF orientation), the three error columns. ``image_bytes`` is dropped; every other column passes
-through, and every input row gives exactly one output row. Error rows carry empty ``image_rgb``, 0 for
-``input_h`` / ``input_w``, and the declared size (as stored, before EXIF orientation) when the header was read,
-else 0. Resources: one CPU per task (``DecodeConfig.num_cpus``), memory of one decoded image at a time.
+size after EXIF orientation), the three error columns, ``seconds_decode`` (float64, time spent on the row), and with
+``detect_side`` (yolo prompts) ``image_detect_rgb`` / ``detect_h`` / ``detect_w``: the image with long side
+``detect_side`` for the detector, never enlarged (empty, size 0, when it equals ``image_rgb``). ``image_bytes`` is
+dropped; every other column passes through, and every input row gives exactly one output row. Error rows carry
+empty ``image_rgb``, 0 for ``input_h`` / ``input_w``, and the declared size (as stored, before EXIF orientation)
+when the header was read, else 0. Resources: one CPU per task (``DecodeConfig.num_cpus``), memory of one decoded
+image at a time.
 
 Decisions:
 
@@ -33,18 +36,23 @@ Decisions:
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.config import DecodeConfig
+from pipeline.detector import resize_for_detector
 from pipeline.geometry import resize_longest_side
 from pipeline.schema import (
+    DETECT_H,
+    DETECT_W,
     ERROR_MESSAGE,
     ERROR_STAGE,
     ERROR_TYPE,
     IMAGE_BYTES,
+    IMAGE_DETECT_RGB,
     IMAGE_HEIGHT,
     IMAGE_ORIGINAL_RGB,
     IMAGE_RGB,
@@ -53,6 +61,7 @@ from pipeline.schema import (
     INPUT_W,
     error_columns,
     has_error,
+    seconds_column,
 )
 
 STAGE = "decode"
@@ -66,18 +75,25 @@ class _Decoded:
 
     rgb: bytes = b""
     original: bytes = b""
+    detect: bytes = b""
+    detect_hw: tuple[int, int] = (0, 0)
     input_hw: tuple[int, int] = (0, 0)
     image_hw: tuple[int, int] = (0, 0)
     error: tuple[str, str] | None = None
 
 
 def decode_images(
-    batch: dict[str, np.ndarray], cfg: DecodeConfig, long_side: int, keep_original: bool = False
+    batch: dict[str, np.ndarray],
+    cfg: DecodeConfig,
+    long_side: int,
+    keep_original: bool = False,
+    detect_side: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode every row's ``image_bytes`` into ``image_rgb`` with long side ``long_side`` (see the module doc).
 
     ``keep_original`` also writes ``image_original_rgb`` (raw HWC uint8 at the original size), which crop layers
-    of the grid mode need; it is off otherwise to keep full-size pixels out of the object store.
+    of the grid mode need; it is off otherwise to keep full-size pixels out of the object store. ``detect_side``
+    adds the detector's copy (yolo prompts), at most ``detect_side`` pixels long.
     """
     if IMAGE_BYTES not in batch:
         raise ValueError(f"decode_images needs column {IMAGE_BYTES!r}, got columns {sorted(batch)}")
@@ -88,26 +104,38 @@ def decode_images(
     errors = error_columns(batch, n)
     rgb = np.full(n, b"", dtype=object)
     originals = np.full(n, b"", dtype=object)
-    sizes = {c: np.zeros(n, dtype=np.int32) for c in (INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH)}
+    detect = np.full(n, b"", dtype=object)
+    sizes = {c: np.zeros(n, dtype=np.int32) for c in (INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH, DETECT_H, DETECT_W)}
+    seconds = np.zeros(n)
     for i, raw in enumerate(batch[IMAGE_BYTES]):
         if has_error(errors, i):
             continue
-        result = _decode_one(raw, cfg.max_pixels, long_side, keep_original)
+        start = time.perf_counter()
+        result = _decode_one(raw, cfg.max_pixels, long_side, keep_original, detect_side)
+        seconds[i] = time.perf_counter() - start
         rgb[i] = result.rgb
         originals[i] = result.original
+        detect[i] = result.detect
+        sizes[DETECT_H][i], sizes[DETECT_W][i] = result.detect_hw
         sizes[INPUT_H][i], sizes[INPUT_W][i] = result.input_hw
         sizes[IMAGE_HEIGHT][i], sizes[IMAGE_WIDTH][i] = result.image_hw
         if result.error is not None:
             errors[ERROR_STAGE][i] = STAGE
             errors[ERROR_TYPE][i], errors[ERROR_MESSAGE][i] = result.error
     out = {k: v for k, v in batch.items() if k != IMAGE_BYTES}
-    out.update({IMAGE_RGB: rgb, **sizes, **errors})
+    if detect_side is None:
+        del sizes[DETECT_H], sizes[DETECT_W]
+    else:
+        out[IMAGE_DETECT_RGB] = detect
+    out.update({IMAGE_RGB: rgb, **sizes, **errors, seconds_column(STAGE): seconds})
     if keep_original:
         out[IMAGE_ORIGINAL_RGB] = originals
     return out
 
 
-def _decode_one(raw: bytes | None, max_pixels: int, long_side: int, keep_original: bool) -> _Decoded:
+def _decode_one(
+    raw: bytes | None, max_pixels: int, long_side: int, keep_original: bool, detect_side: int | None
+) -> _Decoded:
     if not raw:
         return _Decoded(error=("empty", "the file has zero bytes"))
     declared = (0, 0)
@@ -122,7 +150,12 @@ def _decode_one(raw: bytes | None, max_pixels: int, long_side: int, keep_origina
     except Exception as exc:  # whatever one file does becomes that file's error row
         return _Decoded(image_hw=declared, error=(_error_type(exc), _one_line(exc)))
     original = image.tobytes() if keep_original else b""
-    return _Decoded(resized.tobytes(), original, resized.shape[:2], image.shape[:2])
+    detect, detect_hw = b"", (0, 0)
+    if detect_side is not None:
+        for_detector = resize_for_detector(image, detect_side)
+        if for_detector.shape != resized.shape:  # equal shapes: the same pixels, the detector reads image_rgb
+            detect, detect_hw = for_detector.tobytes(), for_detector.shape[:2]
+    return _Decoded(resized.tobytes(), original, detect, detect_hw, resized.shape[:2], image.shape[:2])
 
 
 def _too_large(declared_hw: tuple[int, int], max_pixels: int) -> _Decoded:

@@ -2,8 +2,9 @@
 
 Columns read: ``image_uri``; ``error_stage`` / ``error_type`` / ``error_message`` when present (a row where any
 is set failed earlier and is not read).
-Columns written: ``image_bytes`` (the file as stored; empty on error rows) and the three error columns (None when
-the row is fine). Every other column passes through unchanged and every input row gives exactly one output row.
+Columns written: ``image_bytes`` (the file as stored; empty on error rows), the three error columns (None when
+the row is fine) and ``seconds_read`` (float64, time spent on the row). Every other column passes through
+unchanged and every input row gives exactly one output row.
 Error types at stage ``read``: ``missing`` (no such file or object), ``too_large`` (over ``max_file_bytes``, not
 read), ``read_failed`` (permission denied, a folder, an unsupported URI, or a storage error that persisted through
 the client's retries, ``StorageConfig.max_attempts``). Resources: one CPU per task, memory of one batch of files.
@@ -11,11 +12,23 @@ the client's retries, ``StorageConfig.max_attempts``). Resources: one CPU per ta
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from pipeline.config import StorageConfig
 from pipeline.io.storage import FileTooLargeError, describe_error, read_bytes
-from pipeline.schema import ERROR_MESSAGE, ERROR_STAGE, ERROR_TYPE, IMAGE_BYTES, IMAGE_URI, error_columns, has_error
+from pipeline.redact import redact
+from pipeline.schema import (
+    ERROR_MESSAGE,
+    ERROR_STAGE,
+    ERROR_TYPE,
+    IMAGE_BYTES,
+    IMAGE_URI,
+    error_columns,
+    has_error,
+    seconds_column,
+)
 
 STAGE = "read"
 _MAX_MESSAGE_CHARS = 500
@@ -29,16 +42,19 @@ def read_images(batch: dict[str, np.ndarray], storage: StorageConfig, max_file_b
     n = len(uris)
     errors = error_columns(batch, n)
     data = np.full(n, b"", dtype=object)
+    seconds = np.zeros(n)
     for i, uri in enumerate(uris):
         if has_error(errors, i):
             continue
+        start = time.perf_counter()
         try:
             data[i] = read_bytes(str(uri), storage, max_bytes=max_file_bytes)
         except Exception as exc:  # whatever one file does becomes that file's error row
             errors[ERROR_STAGE][i] = STAGE
             errors[ERROR_TYPE][i] = _error_type(exc)
             errors[ERROR_MESSAGE][i] = _message(exc)
-    return {**batch, IMAGE_BYTES: data, **errors}
+        seconds[i] = time.perf_counter() - start
+    return {**batch, IMAGE_BYTES: data, **errors, seconds_column(STAGE): seconds}
 
 
 def _error_type(exc: Exception) -> str:
@@ -52,4 +68,4 @@ def _error_type(exc: Exception) -> str:
 def _message(exc: Exception) -> str:
     # Our own storage errors already name the URI in one line; keep the type name only for foreign ones.
     text = str(exc) if isinstance(exc, (FileNotFoundError, FileTooLargeError)) else describe_error(exc)
-    return " ".join(text.split())[:_MAX_MESSAGE_CHARS]
+    return redact(" ".join(text.split()))[:_MAX_MESSAGE_CHARS]

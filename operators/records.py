@@ -2,7 +2,8 @@
 
 Reads:  image_id · mask_* lists · prompt_box_ids / prompt_category_ids / prompt_boxes_xyxy (box prompts) · error_*
 Writes: status · annotation_id · category_id · category_name · bbox_xywh · area · rle_counts · predicted_iou ·
-        stability_score · score · prompt_box_xyxy · prompt_points (lists) · prompt_type · model · run_id;
+        stability_score · score (the detector confidence when prompt_scores is present, else the predicted IoU) ·
+        prompt_box_xyxy · prompt_points (lists) · prompt_type · model · run_id;
         drops the mask_* and prompt_* lists. The sink explodes the lists into one row per annotation.
 Annotation ids: the input box's id for box prompts, else :func:`pipeline.ids.annotation_id_for`.
 Resources: CPU.
@@ -53,6 +54,10 @@ def _image_records(batch: dict[str, np.ndarray], i: int, categories: dict[int, s
         ids = [annotation_id_for(image_id, j) for j in range(k)]
         category_ids = [DEFAULT_CATEGORY_ID] * k
         prompt_boxes = [None] * k
+    scores = [float(v) for v in batch[col.MASK_SCORE][i]]
+    if col.PROMPT_SCORES in batch:
+        detector = list(batch[col.PROMPT_SCORES][i])
+        scores = [float(detector[p]) for p in prompt_index]
     areas = [int(a) for a in batch[col.MASK_AREA][i]]
     points = [[list(map(float, p)) for p in pts] or None for pts in batch[col.MASK_PROMPT_POINTS][i]]
     return {
@@ -64,7 +69,7 @@ def _image_records(batch: dict[str, np.ndarray], i: int, categories: dict[int, s
         col.RLE_COUNTS: list(batch[col.MASK_RLE_COUNTS][i]),
         col.PREDICTED_IOU: [float(v) for v in batch[col.MASK_PREDICTED_IOU][i]],
         col.STABILITY_SCORE: [float(v) for v in batch[col.MASK_STABILITY][i]],
-        col.SCORE: [float(v) for v in batch[col.MASK_SCORE][i]],
+        col.SCORE: scores,
         col.PROMPT_BOX_XYXY: prompt_boxes,
         col.PROMPT_POINTS: points,
     }

@@ -3,13 +3,17 @@
 One actor per GPU (or a CPU actor); the 256×64×64 embedding never leaves it.
 
 Reads:  image_id · image_rgb (raw HWC uint8, resized) · input_h · input_w · image_height · image_width ·
-        error_* · prompt_boxes_xyxy (boxes/yolo modes)
+        error_* · prompt_boxes_xyxy (boxes/yolo modes: boxes mode uses best-of-3 or the single-mask token as
+        configured, yolo always the single-mask token, as MobileSAMv2)
         image_original_rgb (grid crop layers only)
 Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · mask_stability_score · mask_score ·
-        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask); drops the image columns.
+        mask_prompt_index · mask_prompt_points (lists, one entry per kept mask) · masks_dropped (int64: masks past
+        ``max_masks`` per image, dropped lowest score first); seconds_<stage> for its stages (encode, prompts,
+        decode_masks, filter, rle; the batch's time split over its rows); drops the image columns.
 Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
 with stage "segment" and the other images of the batch are still labeled.
-Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
+Modes: grid (point grid), boxes / yolo (box prompts), autoppn (the proposal head on the same embedding, its masks
+filtered like grid's). Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
 """
 
 from __future__ import annotations
@@ -22,11 +26,20 @@ import torch
 
 from pipeline import schema as col
 from pipeline.box_prompts import segment_boxes
-from pipeline.config import BoxesConfig, GridConfig, ModelConfig, PromptMode, StorageConfig
+from pipeline.config import (
+    AutoPPNConfig,
+    BoxesConfig,
+    GridConfig,
+    ModelConfig,
+    PromptMode,
+    StorageConfig,
+    YoloConfig,
+)
 from pipeline.grid import GridMasks, generate_grid_masks
 from pipeline.masks import ImageMasks
 from pipeline.predictor import EncodedImages
 from pipeline.runtime import load_runtime
+from pipeline.timing import StageTimer
 
 log = logging.getLogger(__name__)
 OUTPUT_LISTS = (
@@ -51,45 +64,93 @@ class Segment:
         storage: StorageConfig,
         decoder_chunk: int,
         num_threads: int | None = None,
+        yolo: YoloConfig | None = None,
+        autoppn: AutoPPNConfig | None = None,
+        max_masks: int | None = None,
     ) -> None:
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
-        self.mode, self.grid, self.boxes = mode, grid, boxes
+        self.mode, self.grid, self.decoder_chunk, self.max_masks = mode, grid, decoder_chunk, max_masks
+        self.boxes = _box_settings(mode, boxes, yolo or YoloConfig())
+        self.autoppn = autoppn or AutoPPNConfig()
         self.runtime = load_runtime(model, storage, decoder_chunk)
+        self.head = None
+        if mode == "autoppn":
+            from pipeline.autoppn.checkpoint import load_head
+
+            if not self.autoppn.weights:
+                raise ValueError("--prompts autoppn needs autoppn.weights")
+            self.head, _ = load_head(
+                self.autoppn.weights,
+                storage,
+                cache_dir=model.cache_dir,
+                expected_sha256=self.autoppn.weights_sha256,
+                device=self.runtime.device,
+            )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])
         results: list[ImageMasks | None] = [None] * n
         errors = col.error_columns(batch, n)
         ok = [i for i in range(n) if not col.has_error(errors, i)]
+        timer = StageTimer()
         try:
-            for i, masks in zip(ok, self._segment(batch, ok), strict=True):
+            for i, masks in zip(ok, self._segment(batch, ok, timer), strict=True):
                 results[i] = masks
         except Exception:  # isolate the image that fails; the rest of the batch is still labeled
             log.exception("segment batch failed; retrying its images one by one")
             for i in ok:
                 try:
-                    results[i] = self._segment(batch, [i])[0]
+                    results[i] = self._segment(batch, [i], timer)[0]
                 except Exception as e:
                     errors[col.ERROR_STAGE][i] = "segment"
                     errors[col.ERROR_TYPE][i] = type(e).__name__
                     errors[col.ERROR_MESSAGE][i] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        dropped = np.zeros(n, np.int64)
+        if self.max_masks is not None:
+            for i, masks in enumerate(results):
+                if masks is not None:
+                    results[i], dropped[i] = masks.top(self.max_masks)
         out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB)}
         out.update(errors)
         out.update(_to_columns(results))
+        out[col.MASKS_DROPPED] = dropped
+        for stage, seconds in timer.seconds.items():
+            out[col.seconds_column(stage)] = np.full(n, seconds / n)
         return out
 
-    def _segment(self, batch: dict[str, np.ndarray], rows: list[int]) -> list[ImageMasks]:
+    def _segment(self, batch: dict[str, np.ndarray], rows: list[int], timer: StageTimer) -> list[ImageMasks]:
         if not rows:
             return []
         canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
         if self.mode == "grid":
             originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
-            grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals)
+            grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals, timer)
             return [_from_grid(g) for g in grid]
-        encoded = EncodedImages(self.runtime.encode(canvases, input_hw), original_hw)
+        with timer("encode"):
+            embeddings = self.runtime.encode(canvases, input_hw)
+        if self.mode == "autoppn":
+            from pipeline.autoppn.segment import segment_autoppn
+
+            masks = segment_autoppn(
+                self.runtime, self.head, embeddings, original_hw, self.autoppn, self.decoder_chunk, timer
+            )
+            return [_from_grid(g) for g in masks]
+        encoded = EncodedImages(embeddings, original_hw)
         boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
-        return segment_boxes(self.runtime, encoded, boxes, self.boxes)
+        return segment_boxes(self.runtime, encoded, boxes, self.boxes, timer)
+
+
+def _box_settings(mode: PromptMode, boxes: BoxesConfig, yolo: YoloConfig) -> BoxesConfig:
+    """Box prompts of the detector are decoded with the single-mask token and its own thresholds."""
+    if mode != "yolo":
+        return boxes
+    return BoxesConfig(
+        multimask=False,
+        pred_iou_thresh=yolo.pred_iou_thresh,
+        stability_score_thresh=yolo.stability_score_thresh,
+        stability_score_offset=boxes.stability_score_offset,
+    )
 
 
 def _canvases(batch: dict[str, np.ndarray], rows: list[int], size: int) -> tuple[np.ndarray, ...]:

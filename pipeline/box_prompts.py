@@ -14,39 +14,64 @@ import torch
 
 from pipeline.config import BoxesConfig
 from pipeline.geometry import boxes_to_prompt_frame
+from pipeline.grid_lowres import read_low_res_hw
 from pipeline.masks import ImageMasks, best_of, encode_rle, masks_to_boxes_xyxy, stability_score, upscale_logits
+from pipeline.models.fast_decoder import DecodeHints
 from pipeline.predictor import EncodedImages, predict
-from pipeline.prompts import make_prompts
+from pipeline.prompts import PromptBatch, make_prompts
 from pipeline.runtime.base import SamRuntime
+from pipeline.timing import StageTimer
 
 UPSCALE_CHUNK = 8  # masks upsampled at once: bounds memory for very large originals
 
 
 def segment_boxes(
-    runtime: SamRuntime, encoded: EncodedImages, boxes_xyxy: Sequence[np.ndarray], cfg: BoxesConfig
+    runtime: SamRuntime,
+    encoded: EncodedImages,
+    boxes_xyxy: Sequence[np.ndarray],
+    cfg: BoxesConfig,
+    timer: StageTimer | None = None,
 ) -> list[ImageMasks]:
     """``boxes_xyxy[i]`` [K_i,4] in original pixels of image i → one :class:`ImageMasks` per image.
 
-    ``prompt_index`` of each kept mask is the row of its box in ``boxes_xyxy[i]``.
+    ``prompt_index`` of each kept mask is the row of its box in ``boxes_xyxy[i]``. ``timer`` receives the seconds
+    of the prompts, decode_masks and rle (upsampling, stability, RLE) stages.
     """
+    timer = timer or StageTimer.off()
     if len(boxes_xyxy) != len(encoded.original_hw):
         raise ValueError(f"got boxes for {len(boxes_xyxy)} images but {len(encoded.original_hw)} encoded images")
     image_index = np.concatenate([np.full(len(b), i, np.int64) for i, b in enumerate(boxes_xyxy)] or [[]])
     if len(image_index) == 0:
         return [ImageMasks.empty() for _ in boxes_xyxy]
+    with timer("prompts"):
+        prompts, hints = _prompts(encoded, boxes_xyxy, image_index, cfg)
+    with timer("decode_masks"):
+        pred = predict(runtime, encoded, prompts, multimask_output=cfg.multimask, hints=hints)
+        logits, iou = best_of(pred.low_res_logits, pred.iou_predictions)  # [P,256,256], [P]
+    results = []
+    with timer("rle"):
+        for i in range(len(boxes_xyxy)):
+            rows = np.flatnonzero(image_index == i)
+            results.append(_image_masks(logits[rows], iou[rows], tuple(encoded.original_hw[i]), cfg))
+    return results
+
+
+def _prompts(
+    encoded: EncodedImages, boxes_xyxy: Sequence[np.ndarray], image_index: np.ndarray, cfg: BoxesConfig
+) -> tuple[PromptBatch, DecodeHints]:
+    """One box prompt per box (1024 frame) and the hints: which tokens, IoU and low-res window are read."""
     frame_boxes = np.concatenate(
         [
             boxes_to_prompt_frame(np.asarray(b, np.float32).reshape(-1, 4), tuple(encoded.original_hw[i]))
             for i, b in enumerate(boxes_xyxy)
         ]
     )
-    pred = predict(runtime, encoded, make_prompts(image_index, boxes=frame_boxes), multimask_output=cfg.multimask)
-    logits, iou = best_of(pred.low_res_logits, pred.iou_predictions)  # [P,256,256], [P]
-    results = []
-    for i in range(len(boxes_xyxy)):
-        rows = np.flatnonzero(image_index == i)
-        results.append(_image_masks(logits[rows], iou[rows], tuple(encoded.original_hw[i]), cfg))
-    return results
+    hints = DecodeHints(
+        mask_tokens=(1, 2, 3) if cfg.multimask else (0,),
+        min_iou=cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else None,
+        low_res_hw=np.array([read_low_res_hw(tuple(encoded.original_hw[i])) for i in image_index], np.int64),
+    )
+    return make_prompts(image_index, boxes=frame_boxes), hints
 
 
 def _image_masks(

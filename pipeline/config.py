@@ -36,6 +36,8 @@ class InputConfig:
     """Manifest column holding the URIs; default: image_uri, uri, path or url."""
     limit: int | None = None
     """Label only the first N images (sorted by image id); for smoke runs."""
+    allowed_roots: tuple[str, ...] = ()
+    """Folders/prefixes every image URI must lie in, else the run is refused; default: --input (a manifest: any)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class ModelConfig:
     """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, or cuda[:N]; decided inside each worker."""
+    channels_last: bool = False
+    """torch backend: run the encoder in channels-last memory format (faster convolutions on recent GPUs)."""
+    compile: bool = False
+    """torch backend: torch.compile the encoder (slow first call per input shape)."""
     cache_dir: str | None = None
     """Where downloaded weights and built engines are cached; default ~/.cache/samlabel."""
 
@@ -80,6 +86,68 @@ class BoxesConfig:
     """Drop masks whose stability score is below this (0 keeps every box's mask)."""
     stability_score_offset: float = 1.0
     """Logit offset for the stability score."""
+
+
+@dataclass(frozen=True)
+class YoloConfig:
+    """Detector prompts (--prompts yolo): YOLOv8 boxes through ultralytics (the optional [yolo] extra, AGPL-3.0)."""
+
+    weights: str | None = None
+    """Ultralytics .pt detector weights: local path, s3://... or hf://owner/repo/file (required for yolo)."""
+    weights_sha256: str | None = None
+    """Expected sha256 of the detector weights."""
+    imgsz: int = 1024
+    """Detector input size (long side); images reach the detector resized to it (MobileSAMv2: 1024)."""
+    conf: float = 0.4
+    """Detector confidence threshold (MobileSAMv2: 0.4)."""
+    iou: float = 0.9
+    """Detector NMS IoU threshold (MobileSAMv2: 0.9)."""
+    max_det: int = 300
+    """Boxes kept per image (ultralytics' default, as MobileSAMv2)."""
+    classes: tuple[int | str, ...] = ()
+    """Keep only these classes (indices or names); empty keeps all."""
+    border_snap_px: float = 20.0
+    """Box sides within this many original pixels of the image border are snapped to it (MobileSAMv2: 20)."""
+    pred_iou_thresh: float = 0.0
+    """Drop masks whose predicted IoU is not above this (0 keeps every box's mask, as MobileSAMv2)."""
+    stability_score_thresh: float = 0.0
+    """Drop masks whose stability score is below this (0 keeps every box's mask)."""
+    batch_size: int = 8
+    """Images per detector call."""
+    actors: int | None = None
+    """Detector actors; default one per GPU in the cluster, or 1 without GPUs."""
+    num_gpus: float | None = None
+    """GPUs per detector actor; default 0.25 when the cluster has GPUs (a segment actor takes the rest), else 0."""
+
+
+@dataclass(frozen=True)
+class AutoPPNConfig:
+    """Learned proposals (--prompts autoppn): the AutoPPN head on the image embedding, then grid-mode filters."""
+
+    weights: str | None = None
+    """AutoPPN checkpoint (safetensors with its card, or .pt with a .json card beside it): path, s3:// or hf://."""
+    weights_sha256: str | None = None
+    """Expected sha256 of the AutoPPN weights."""
+    prompt_mode: Literal["box+point", "box", "point"] = "box+point"
+    """Prompt per peak: its point and box (single-mask token), its box only, or its point only (best of 3 masks)."""
+    score_thresh: float = 0.3
+    """Point-NMS: minimum heatmap value of a peak."""
+    nms_radius: float = 1.0
+    """Point-NMS: peaks within this many output cells of a better peak of the same size group are dropped."""
+    top_n: int = 256
+    """Prompts kept per image, best heatmap values first."""
+    pred_iou_thresh: float = 0.8
+    """Keep masks whose predicted IoU is strictly above this."""
+    stability_score_thresh: float = 0.85
+    """Keep masks whose stability score is at least this."""
+    stability_score_offset: float = 1.0
+    """Logit offset for the stability score."""
+    box_nms_thresh: float = 0.7
+    """Box IoU for non-maximum suppression of the masks."""
+    min_mask_region_area: int = 0
+    """Remove islands and holes smaller than this many pixels (0 = off)."""
+    max_mask_area_frac: float = 0.95
+    """Drop masks covering more than this fraction of the image."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +224,10 @@ class SegmentConfig:
     """CPUs reserved per actor; default 2 with a GPU, else all CPUs but one."""
     threads: int | None = None
     """Compute threads of the actor (torch / ONNX Runtime); default: all cores on CPU, num_cpus with a GPU."""
+    max_prompts_per_image: int = 25_000
+    """Boxes past this are dropped (file order kept) and counted; a grid making more prompts is refused."""
+    max_masks_per_image: int = 5_000
+    """Masks past this are dropped, lowest score first, and counted (images.masks_dropped, run.json)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +274,8 @@ class LabelConfig:
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     boxes: BoxesConfig = field(default_factory=BoxesConfig)
+    yolo: YoloConfig = field(default_factory=YoloConfig)
+    autoppn: AutoPPNConfig = field(default_factory=AutoPPNConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -329,8 +403,10 @@ def validate_label_config(cfg: LabelConfig) -> None:
         resolve_name(cfg.model.name)
     except ValueError as e:
         raise ConfigError(f"model.name: {e}") from None
-    if cfg.prompts.mode in ("yolo", "autoppn"):
-        raise ConfigError(f"--prompts {cfg.prompts.mode} is not available yet; use grid or boxes")
+    if cfg.prompts.mode == "yolo" and not cfg.yolo.weights:
+        raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")
+    if cfg.prompts.mode == "autoppn" and not cfg.autoppn.weights:
+        raise ConfigError("--prompts autoppn needs its head: --set autoppn.weights=PATH|s3://...|hf://...")
     if cfg.prompts.mode == "boxes" and not cfg.prompts.file:
         raise ConfigError("--prompts boxes needs --prompts-file (a COCO .json or .parquet of boxes)")
     if cfg.prompts.mode != "boxes" and cfg.prompts.file:
@@ -343,6 +419,15 @@ def validate_label_config(cfg: LabelConfig) -> None:
         ("grid.max_mask_area_frac", cfg.grid.max_mask_area_frac),
         ("boxes.pred_iou_thresh", cfg.boxes.pred_iou_thresh),
         ("boxes.stability_score_thresh", cfg.boxes.stability_score_thresh),
+        ("yolo.conf", cfg.yolo.conf),
+        ("yolo.iou", cfg.yolo.iou),
+        ("yolo.pred_iou_thresh", cfg.yolo.pred_iou_thresh),
+        ("yolo.stability_score_thresh", cfg.yolo.stability_score_thresh),
+        ("autoppn.score_thresh", cfg.autoppn.score_thresh),
+        ("autoppn.pred_iou_thresh", cfg.autoppn.pred_iou_thresh),
+        ("autoppn.stability_score_thresh", cfg.autoppn.stability_score_thresh),
+        ("autoppn.box_nms_thresh", cfg.autoppn.box_nms_thresh),
+        ("autoppn.max_mask_area_frac", cfg.autoppn.max_mask_area_frac),
     ):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key} must be between 0 and 1, got {value}")
@@ -356,6 +441,12 @@ def validate_label_config(cfg: LabelConfig) -> None:
         ("segment.batch_size", cfg.segment.batch_size),
         ("segment.decoder_chunk", cfg.segment.decoder_chunk),
         ("storage.max_attempts", cfg.storage.max_attempts),
+        ("segment.max_prompts_per_image", cfg.segment.max_prompts_per_image),
+        ("segment.max_masks_per_image", cfg.segment.max_masks_per_image),
+        ("yolo.imgsz", cfg.yolo.imgsz),
+        ("yolo.max_det", cfg.yolo.max_det),
+        ("yolo.batch_size", cfg.yolo.batch_size),
+        ("autoppn.top_n", cfg.autoppn.top_n),
     ):
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
@@ -363,29 +454,57 @@ def validate_label_config(cfg: LabelConfig) -> None:
         raise ConfigError("grid.crop_n_layers and grid.min_mask_region_area must not be negative")
     if cfg.output.report_sample < 0:
         raise ConfigError(f"output.report_sample must not be negative, got {cfg.output.report_sample}")
+    if cfg.autoppn.nms_radius < 0 or cfg.yolo.border_snap_px < 0 or cfg.autoppn.min_mask_region_area < 0:
+        raise ConfigError(
+            "autoppn.nms_radius, autoppn.min_mask_region_area and yolo.border_snap_px must not be negative"
+        )
     if cfg.input.limit is not None and cfg.input.limit < 1:
         raise ConfigError(f"input.limit must be at least 1, got {cfg.input.limit}")
+    if cfg.prompts.mode == "grid" and grid_prompts_per_image(cfg.grid) > cfg.segment.max_prompts_per_image:
+        raise ConfigError(
+            f"grid.points_per_side={cfg.grid.points_per_side} with grid.crop_n_layers={cfg.grid.crop_n_layers} makes "
+            f"{grid_prompts_per_image(cfg.grid)} prompts per image, over "
+            f"segment.max_prompts_per_image={cfg.segment.max_prompts_per_image}"
+        )
 
 
-def labeling_settings(cfg: LabelConfig, weights_sha256: str | None) -> dict[str, Any]:
-    """What decides the labels of an image: model, weights, prompts and thresholds (not where anything lives)."""
+def grid_prompts_per_image(grid: GridConfig) -> int:
+    """Point prompts the grid mode makes for one image: every crop layer's crops times its points."""
+    total = 0
+    for layer in range(grid.crop_n_layers + 1):
+        side = max(1, int(grid.points_per_side / grid.crop_n_points_downscale_factor**layer))
+        total += (2**layer) ** 2 * side * side
+    return total
+
+
+_NOT_LABELS = ("weights", "batch_size", "actors", "num_gpus")  # where a prompt model lives and how it runs
+
+
+def labeling_settings(
+    cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None
+) -> dict[str, Any]:
+    """What decides the labels of an image: model, weights, prompts and thresholds (not where anything lives).
+
+    ``prompt_weights_sha256`` identifies the detector (yolo) or proposal head (autoppn) weights.
+    """
     data = to_dict(cfg)
-    return {
+    mode = cfg.prompts.mode
+    params = {k: v for k, v in data[mode].items() if k not in _NOT_LABELS} if mode in data else {}
+    settings = {
         "model": {k: data["model"][k] for k in ("name", "backend", "precision")},
         "weights_sha256": weights_sha256,
-        "prompts": data["prompts"]["mode"],
-        "params": data["grid"] if cfg.prompts.mode == "grid" else data["boxes"],
+        "prompts": mode,
+        "params": params,
         "decode": {k: data["decode"][k] for k in ("max_file_bytes", "max_pixels")},
+        "limits": {k: data["segment"][k] for k in ("max_prompts_per_image", "max_masks_per_image")},
     }
+    if mode in ("yolo", "autoppn"):
+        settings["prompt_weights_sha256"] = prompt_weights_sha256
+    return settings
 
 
-def label_fingerprint(cfg: LabelConfig, weights_sha256: str | None) -> str:
+def label_fingerprint(cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None) -> str:
     """Identity of a run, for resume: its labeling settings, its inputs and its run id."""
     data = to_dict(cfg)
     inputs = {"input": data["input"], "prompts_file": cfg.prompts.file, "run_id": cfg.output.run_id}
-    return fingerprint({**labeling_settings(cfg, weights_sha256), **inputs})
-
-
-def default_run_id(cfg: LabelConfig, weights_sha256: str | None) -> str:
-    """Identical labeling settings give the same run id, wherever the images are."""
-    return cfg.output.run_id or fingerprint(labeling_settings(cfg, weights_sha256))[:16]
+    return fingerprint({**labeling_settings(cfg, weights_sha256, prompt_weights_sha256), **inputs})

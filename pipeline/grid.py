@@ -32,11 +32,15 @@ from segment_anything.utils.amg import build_all_layer_point_grids, generate_cro
 
 from pipeline.config import GridConfig
 from pipeline.geometry import to_prompt_frame
-from pipeline.grid_lowres import Candidates, filter_low_res, nms_in_order, stable_order
+from pipeline.grid_lowres import Candidates, filter_low_res, nms_in_order, read_low_res_hw, stable_order
 from pipeline.masks import MASK_THRESHOLD, encode_rle, masks_to_boxes_xyxy, select_masks, upscale_logits
+from pipeline.models.fast_decoder import DecodeHints
 from pipeline.predictor import prepare_images
 from pipeline.prompts import PromptBatch, make_prompts
 from pipeline.runtime.base import SamRuntime
+from pipeline.timing import StageTimer
+
+UPSAMPLE_PIXELS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ def generate_grid_masks(
     original_hw: np.ndarray,
     cfg: GridConfig,
     originals: Sequence[np.ndarray] | None = None,
+    timer: StageTimer | None = None,
 ) -> list[GridMasks]:
     """Grid masks of B images, encoded and decoded together.
 
@@ -92,29 +97,48 @@ def generate_grid_masks(
         original_hw: [B,2] original (h, w).
         cfg: grid parameters.
         originals: the B full-resolution HWC uint8 RGB images; needed only when ``cfg.crop_n_layers > 0``.
+        timer: receives the seconds of the stages (encode, prompts, decode_masks, filter, rle).
     Returns:
         One :class:`GridMasks` per image, in input order.
     """
     canvases, input_hw, original_hw = _check_inputs(runtime, canvases, input_hw, original_hw, cfg, originals)
-    views = _plan_views(original_hw, cfg)
+    timer = timer or StageTimer.off()
+    with timer("prompts"):
+        views = _plan_views(original_hw, cfg)
     if not views:
         return []
-    embeddings = runtime.encode(*_view_canvases(views, canvases, input_hw, originals, runtime.encoder_input_size))
-    prompts, prompt_view, points = _grid_prompts(views)
+    with timer("encode"):
+        size = runtime.encoder_input_size
+        embeddings = runtime.encode(*_view_canvases(views, canvases, input_hw, originals, size))
+    with timer("prompts"):
+        prompts, prompt_view, points = _grid_prompts(views)
     results: list[GridMasks] = []
     kept: list[Candidates] = []
     # Views finish in order, image by image, so only one image's survivors are held at a time.
-    for view, survivors in _decode_views(runtime, embeddings, prompts, prompt_view, views, original_hw, cfg):
+    for view, survivors in _decode_views(runtime, embeddings, prompts, prompt_view, views, original_hw, cfg, timer):
         kept.append(survivors)
         image = views[view].image
         if view + 1 < len(views) and views[view + 1].image == image:
             continue
-        merged = Candidates.cat(kept)
-        if cfg.crop_n_layers > 0:
-            merged = _nms_across_crops(merged, views, cfg.crop_nms_thresh)
-        results.append(_finalize_image(merged, views, points, tuple(original_hw[image].tolist()), cfg))
+        with timer("filter"):
+            merged = Candidates.cat(kept)
+            if cfg.crop_n_layers > 0:
+                merged = _nms_across_crops(merged, views, cfg.crop_nms_thresh)
+        with timer("rle"):
+            results.append(_finalize_image(merged, views, points, tuple(original_hw[image].tolist()), cfg))
         kept = []
     return results
+
+
+def finalize_whole_image(c: Candidates, points: np.ndarray, image_hw: tuple[int, int], cfg: GridConfig) -> GridMasks:
+    """Box NMS, upsampling, cleanup and area cap for candidates of one image decoded from whole-image prompts.
+
+    For prompt sources other than the grid (AutoPPN) that reuse its filters: ``c`` comes from
+    :func:`pipeline.grid_lowres.filter_low_res` with view 0 and the whole image as crop box, its keys are
+    ``prompt index * 3 + token``, and ``points`` [N,2] holds each prompt's point in original pixels.
+    """
+    view = _View(0, 0, (0, 0, int(image_hw[1]), int(image_hw[0])), points)
+    return _finalize_image(_nms_within_view(c, cfg.box_nms_thresh), [view], points, image_hw, cfg)
 
 
 def _decode_views(
@@ -125,6 +149,7 @@ def _decode_views(
     views: list[_View],
     original_hw: np.ndarray,
     cfg: GridConfig,
+    timer: StageTimer,
 ) -> Iterator[tuple[int, Candidates]]:
     """Decodes all prompts in shared calls of ``points_per_batch`` and filters each call on the low-res logits.
 
@@ -132,21 +157,30 @@ def _decode_views(
     order; a call spans as many views (and images) as it needs to fill up.
     """
     view_end = np.cumsum([len(v.points) for v in views])
+    # The filters read tokens 1-3 above the IoU threshold, inside each view's resized image (+1 for upsampling).
+    read_hw = np.array([read_low_res_hw(views[v].hw) for v in prompt_view], np.int64).reshape(-1, 2)
+    min_iou = cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0.0 else None
+    hints = DecodeHints(mask_tokens=(1, 2, 3), min_iou=min_iou, low_res_hw=read_hw)
     pending: list[Candidates] = []
     for start in range(0, len(prompts), cfg.points_per_batch):
         stop = min(start + cfg.points_per_batch, len(prompts))
-        logits, iou = select_masks(*runtime.decode(embeddings, prompts.take(slice(start, stop))), multimask=True)
+        rows = slice(start, stop)
+        with timer("decode_masks"):
+            decoded = runtime.decode(embeddings, prompts.take(rows), hints.take(rows))
+        logits, iou = select_masks(*decoded, multimask=True)
         segment = start
         while segment < stop:
             view = int(prompt_view[segment])
             segment_stop = min(stop, int(view_end[view]))
             rows = slice(segment - start, segment_stop - start)
             image_hw = tuple(original_hw[views[view].image].tolist())
-            pending.append(
-                filter_low_res(logits[rows], iou[rows], 3 * segment, view, views[view].crop_box, image_hw, cfg)
-            )
-            if segment_stop == view_end[view]:
-                yield view, _nms_within_view(Candidates.cat(pending), cfg.box_nms_thresh)
+            with timer("filter"):
+                crop = views[view].crop_box
+                pending.append(filter_low_res(logits[rows], iou[rows], 3 * segment, view, crop, image_hw, cfg))
+                done = segment_stop == view_end[view]
+                survivors = _nms_within_view(Candidates.cat(pending), cfg.box_nms_thresh) if done else None
+            if done:
+                yield view, survivors
                 pending = []
             segment = segment_stop
 
@@ -272,7 +306,7 @@ def _finalize_image(
 def _upsample(
     c: Candidates, views: list[_View], image_hw: tuple[int, int], cfg: GridConfig
 ) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
-    """Full-resolution masks of all candidates, ``points_per_batch`` at a time, kept only as RLE.
+    """Full-resolution masks of all candidates, a bounded number at a time, kept only as RLE.
 
     Returns:
         RLEs [N], boxes [N,4] float32 XYXY (original pixels), areas [N] int64, and whether the small-region
@@ -282,10 +316,12 @@ def _upsample(
     boxes = np.zeros((len(c), 4), np.float32)
     areas = np.zeros(len(c), np.int64)
     changed = np.zeros(len(c), bool)
+    # At most ~64 M full-resolution logits at once (256 MB): 64 masks of 1 MP, 5 of 12 MP.
+    step = max(1, min(cfg.points_per_batch, UPSAMPLE_PIXELS // (image_hw[0] * image_hw[1])))
     for view in np.unique(c.views):
         positions = np.flatnonzero(c.views == view)
-        for start in range(0, len(positions), cfg.points_per_batch):
-            pos = positions[start : start + cfg.points_per_batch]
+        for start in range(0, len(positions), step):
+            pos = positions[start : start + step]
             rows = torch.as_tensor(pos, device=c.logits.device)
             full, boxes[pos], changed[pos] = _full_masks(
                 c.logits[rows], views[view], image_hw, cfg.min_mask_region_area

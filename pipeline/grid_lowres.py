@@ -77,6 +77,13 @@ def valid_low_res_hw(view_hw: tuple[int, int]) -> tuple[int, int]:
     return math.ceil(in_h / LOW_RES_STRIDE), math.ceil(in_w / LOW_RES_STRIDE)
 
 
+def read_low_res_hw(view_hw: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of the low-res logits that filtering and upsampling read: the valid ones plus one, which
+    bilinear upsampling (``align_corners=False``) blends into the last valid rows and columns."""
+    vh, vw = valid_low_res_hw(view_hw)
+    return min(LOW_RES, vh + 1), min(LOW_RES, vw + 1)
+
+
 def low_res_boxes(masks: torch.Tensor, view_hw: tuple[int, int]) -> torch.Tensor:
     """Boxes of low-res masks in view pixels, with the inclusive convention of full-resolution mask boxes.
 

@@ -44,6 +44,24 @@ class ImageMasks:
         f32, i64 = np.zeros(0, np.float32), np.zeros(0, np.int64)
         return ImageMasks([], np.zeros((0, 4), np.float32), i64, f32, f32, f32, i64)
 
+    def top(self, k: int) -> tuple[ImageMasks, int]:
+        """The ``k`` best masks by score (ties: the earlier one), in their original order, and the number dropped."""
+        if len(self.rles) <= k:
+            return self, 0
+        keep = np.sort(np.argsort(-self.scores, kind="stable")[:k])
+        points = None if self.prompt_points is None else self.prompt_points[keep]
+        kept = ImageMasks(
+            rles=[self.rles[i] for i in keep],
+            boxes_xyxy=self.boxes_xyxy[keep],
+            areas=self.areas[keep],
+            predicted_iou=self.predicted_iou[keep],
+            stability_score=self.stability_score[keep],
+            scores=self.scores[keep],
+            prompt_index=self.prompt_index[keep],
+            prompt_points=points,
+        )
+        return kept, len(self.rles) - k
+
 
 def select_masks(logits: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The predictor's rule: tokens 1..3 when ``multimask`` else token 0. [P,4,...] → [P,C,...]."""

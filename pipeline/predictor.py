@@ -19,6 +19,7 @@ import torch
 
 from pipeline.geometry import resize_longest_side
 from pipeline.masks import MASK_THRESHOLD, select_masks, upscale_logits
+from pipeline.models.fast_decoder import DecodeHints
 from pipeline.prompts import PromptBatch
 from pipeline.runtime.base import SamRuntime
 
@@ -61,17 +62,27 @@ def encode_images(runtime: SamRuntime, images: Sequence[np.ndarray]) -> EncodedI
 
 
 def predict(
-    runtime: SamRuntime, encoded: EncodedImages, prompts: PromptBatch | Sequence[PromptBatch], multimask_output: bool
+    runtime: SamRuntime,
+    encoded: EncodedImages,
+    prompts: PromptBatch | Sequence[PromptBatch],
+    multimask_output: bool,
+    hints: DecodeHints | None = None,
 ) -> Predictions:
-    """Decodes prompt batches (each of one token layout) against the encoded images."""
+    """Decodes prompt batches (each of one token layout) against the encoded images.
+
+    ``hints`` (for the prompts of all batches, concatenated) let the backend skip logits the caller will not read.
+    """
     batches = [prompts] if isinstance(prompts, PromptBatch) else list(prompts)
     logits, ious = [], []
+    start = 0
     for batch in batches:
         if len(batch) and batch.image_index.max() >= len(encoded.original_hw):
             raise ValueError(
                 f"image_index {batch.image_index.max()} out of range for {len(encoded.original_hw)} images"
             )
-        low_res, iou = select_masks(*runtime.decode(encoded.embeddings, batch), multimask_output)
+        batch_hints = None if hints is None else hints.take(slice(start, start + len(batch)))
+        start += len(batch)
+        low_res, iou = select_masks(*runtime.decode(encoded.embeddings, batch, batch_hints), multimask_output)
         logits.append(low_res)
         ious.append(iou)
     channels = 3 if multimask_output else 1

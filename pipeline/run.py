@@ -15,10 +15,16 @@ from pipeline.inputs import InputPlan
 from pipeline.io import storage as st
 from pipeline.io.commit import commit_run
 from pipeline.io.sink import LabelSink
+from pipeline.redact import redact
+from pipeline.timing import STAGES
 
 
-def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict, started_at: float) -> str:
-    """Labels ``todo`` (the images of ``plan`` not done yet), commits the whole run and returns a summary line."""
+def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict, started_at: float) -> dict:
+    """Labels ``todo`` (the images of ``plan`` not done yet), commits the whole run and returns its summary.
+
+    The summary holds ``counts`` (the committed run's), ``this_attempt`` (images written now), ``timings`` and
+    ``line``, a human-readable one-line report.
+    """
     init_ray(cfg)
     cluster = ray.cluster_resources()
     resources = segment_resources(cfg, cluster)
@@ -30,16 +36,18 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
     label_seconds = time.time() - label_start
     commit_start = time.time()
     done_now = int(sink.totals.get("images", 0))
+    timings = {
+        "stage_seconds": _stage_seconds(sink.totals),
+        "label_seconds": round(label_seconds, 3),
+        "total_seconds": round(time.time() - started_at, 3),
+        "images_per_second": round(done_now / label_seconds, 3) if label_seconds > 0 else None,
+    }
     run_info = {
         **info,
         "versions": _versions(),
         "cluster": {"resources": cluster, "segment_actors": resources.actors, "gpus_per_actor": resources.num_gpus},
         "this_attempt": {k: v for k, v in sink.totals.items()},
-        "timings": {
-            "label_seconds": round(label_seconds, 3),
-            "total_seconds": round(time.time() - started_at, 3),
-            "images_per_second": round(done_now / label_seconds, 3) if label_seconds > 0 else None,
-        },
+        "timings": timings,
     }
     counts = commit_run(
         cfg.output.uri,
@@ -53,12 +61,25 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
     )
     commit_seconds = time.time() - commit_start
     rate = f"{done_now / label_seconds:.2f} images/s" if label_seconds > 0 and done_now else "n/a"
-    return (
+    line = (
         f"samlabel: done: {counts['labeled']} images labeled, {counts['errors']} in errors/, "
         f"{counts['annotations']} masks; this attempt {done_now} images in {label_seconds:.1f} s ({rate}), "
-        f"commit {commit_seconds:.1f} s; outputs in {cfg.output.uri}"
-        + (f"; review report in {st.join_uri(cfg.output.uri, 'report', 'index.html')}" if cfg.output.report else "")
+        f"commit {commit_seconds:.1f} s; outputs in {redact(cfg.output.uri)}"
+        + (
+            f"; review report in {redact(st.join_uri(cfg.output.uri, 'report', 'index.html'))}"
+            if cfg.output.report
+            else ""
+        )
     )
+    timings["commit_seconds"] = round(commit_seconds, 3)
+    return {"run_id": info["run_id"], "counts": counts, "attempt_images": done_now, "timings": timings, "line": line}
+
+
+def _stage_seconds(totals: dict[str, float]) -> dict[str, float]:
+    """Summed per-stage seconds of this attempt (all workers; stages overlap in time), in pipeline order."""
+    seconds = {stage: totals.get(col.seconds_column(stage)) for stage in STAGES}
+    seconds["write"] = (seconds["write"] or 0.0) + totals.get("write_seconds", 0.0)
+    return {stage: round(value, 3) for stage, value in seconds.items() if value is not None}
 
 
 def _versions() -> dict[str, str]:

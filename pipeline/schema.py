@@ -18,6 +18,10 @@ IMAGE_BYTES = "image_bytes"  # binary, the compressed file as stored
 # --- decode ----------------------------------------------------------------------------------------------------
 IMAGE_RGB = "image_rgb"  # binary, raw HWC uint8 RGB of the image resized to the encoder's long side (PIL-exact)
 IMAGE_ORIGINAL_RGB = "image_original_rgb"  # binary, raw HWC uint8 RGB at the original size (grid crop layers only)
+IMAGE_DETECT_RGB = "image_detect_rgb"  # binary, raw HWC uint8 RGB resized for the detector (yolo; absent when equal
+#                                        to IMAGE_RGB, which the detector then reads)
+DETECT_H = "detect_h"  # int32, height of IMAGE_DETECT_RGB (0 when absent)
+DETECT_W = "detect_w"  # int32, width of IMAGE_DETECT_RGB
 INPUT_H = "input_h"  # int32, height of IMAGE_RGB
 INPUT_W = "input_w"  # int32, width of IMAGE_RGB
 IMAGE_HEIGHT = "image_height"  # int32, original height after EXIF orientation
@@ -29,6 +33,15 @@ ERROR_TYPE = "error_type"  # str: short machine-readable reason, e.g. "truncated
 ERROR_MESSAGE = "error_message"  # str: one human-readable line
 
 ERROR_COLUMNS = (ERROR_STAGE, ERROR_TYPE, ERROR_MESSAGE)
+
+# Per-stage timing (float64 seconds per row; a batch's shared work is split evenly over its rows). Summed by the
+# sink into run.json; never written to the output tables. Stages: see pipeline.timing.STAGES.
+SECONDS_PREFIX = "seconds_"
+
+
+def seconds_column(stage: str) -> str:
+    return SECONDS_PREFIX + stage
+
 
 # --- boxes mode prompts (added to the input table from the boxes file) -----------------------------------------
 COCO_IMAGE_ID = "coco_image_id"  # int64, image id in coco.json (kept from a COCO boxes file, else derived)
@@ -46,6 +59,10 @@ MASK_STABILITY = "mask_stability_score"  # list<float32>
 MASK_SCORE = "mask_score"  # list<float32>
 MASK_PROMPT_INDEX = "mask_prompt_index"  # list<int64>, row of the prompt in the image's prompt list
 MASK_PROMPT_POINTS = "mask_prompt_points"  # list<list<list<float32>>>, point prompts (x, y original px) per mask
+
+# --- limits: what was cut off for an image (int64; absent means 0) ------------------------------------------------
+PROMPTS_DROPPED = "prompts_dropped"  # boxes past segment.max_prompts_per_image, dropped when planning
+MASKS_DROPPED = "masks_dropped"  # masks past segment.max_masks_per_image, dropped by the segment operator
 
 # --- records: the output columns, still one row per image (lists of length K) until the sink explodes them ------
 STATUS = "status"  # str: "labeled" | "error"

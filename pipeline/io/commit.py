@@ -8,13 +8,15 @@ from collections import Counter
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import schema as col
 from pipeline.config import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.coco import build_coco
-from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, read_table
+from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, dedupe_parts, read_table
 from pipeline.io.tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
+from pipeline.redact import redact
 from pipeline.report.write import write_report
 
 
@@ -33,8 +35,13 @@ def commit_run(
     run_info: dict,
     report_sample: int | None = None,
 ) -> dict[str, int]:
-    """Verifies the parts, writes coco.json (optional), run.json, the review report (unless ``report_sample`` is
-    None; see :mod:`pipeline.report.write`), then _SUCCESS; returns the counts."""
+    """De-duplicates and verifies the parts, writes coco.json (optional), run.json, the review report (unless
+    ``report_sample`` is None; see :mod:`pipeline.report.write`), then _SUCCESS; returns the counts.
+
+    Images written by two parts (task retries, zombie writers) are first reduced to one copy (see
+    :func:`pipeline.io.run_output.dedupe_parts`); the check that follows still refuses any duplicate.
+    """
+    duplicates_removed = dedupe_parts(output_uri, storage)
     images = _read(output_uri, IMAGES, storage, IMAGES_SCHEMA)
     ids = images[col.IMAGE_ID].to_pylist()
     duplicated = [i for i, n in Counter(ids).items() if n > 1]
@@ -52,6 +59,9 @@ def commit_run(
         "labeled": statuses.get("labeled", 0),
         "errors": statuses.get("error", 0),
         "annotations": annotations.num_rows,
+        "prompts_dropped": int(pc.sum(images[col.PROMPTS_DROPPED]).as_py() or 0),
+        "masks_dropped": int(pc.sum(images[col.MASKS_DROPPED]).as_py() or 0),
+        "duplicates_removed": duplicates_removed,
     }
     if coco:
         info = {"description": "samlabel", "model": run_info["model"]["name"], "run_id": run_info["run_id"]}
@@ -63,7 +73,7 @@ def commit_run(
             "run": run_info["run_id"],
             "model": run_info["model"]["name"],
             "prompts": run_info.get("config", {}).get("prompts", {}).get("mode", ""),
-            "output": output_uri,
+            "output": redact(output_uri),
         }
         write_report(output_uri, storage, report_sample, meta)
     st.write_bytes(st.join_uri(output_uri, SUCCESS), b"", storage)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -52,7 +53,11 @@ def part_name(image_ids: list[str]) -> str:
 
 
 def write_part(output_uri: str, storage: StorageConfig, records: pa.Table) -> dict[str, int]:
-    """Writes one part (annotations, errors, then images last) and returns its counts."""
+    """Writes one part (annotations, errors, then images last) and returns its counts and stage seconds.
+
+    The ``seconds_<stage>`` columns of ``records`` (per-row timings of earlier operators) are summed into the
+    returned dict under their column names; they are not written.
+    """
     annotations, errors, images = (t.sort_by(col.IMAGE_ID) for t in split_records(records))
     name = part_name(images[col.IMAGE_ID].to_pylist())
     start = time.perf_counter()
@@ -60,12 +65,18 @@ def write_part(output_uri: str, storage: StorageConfig, records: pa.Table) -> di
         if table.num_rows:
             st.write_bytes(st.join_uri(output_uri, folder, name), _parquet_bytes(table), storage)
     st.write_bytes(st.join_uri(output_uri, IMAGES, name), _parquet_bytes(images), storage)
+    stage_seconds = {
+        name: float(pc.sum(records[name]).as_py() or 0.0)
+        for name in records.column_names
+        if name.startswith(col.SECONDS_PREFIX)
+    }
     return {
         "images": images.num_rows,
         "labeled": images.num_rows - errors.num_rows,
         "errors": errors.num_rows,
         "annotations": annotations.num_rows,
         "write_seconds": time.perf_counter() - start,
+        **stage_seconds,
     }
 
 
@@ -131,6 +142,62 @@ def delete_orphan_parts(output_uri: str, storage: StorageConfig) -> list[str]:
                 st.delete(uri, storage)
                 orphans.append(uri)
     return orphans
+
+
+def dedupe_parts(output_uri: str, storage: StorageConfig) -> int:
+    """Keeps one copy of every image written by more than one part; returns how many copies were removed.
+
+    A retried write task can regroup images into another part, and a zombie task of a killed driver can write
+    late, so the same image may be complete in two parts. The copy in the part whose name sorts first is kept;
+    the other parts are rewritten without that image (annotations and errors first, their images file last, as
+    :func:`write_part` does, so a crash mid-way leaves parts that the next commit de-duplicates the same way).
+    """
+    owners: dict[str, list[str]] = {}
+    for image_id, part in _image_owners(output_uri, storage):
+        owners.setdefault(image_id, []).append(part)
+    drop: dict[str, set[str]] = {}
+    for image_id, parts in owners.items():
+        for part in sorted(parts)[1:]:
+            drop.setdefault(part, set()).add(image_id)
+    for part, image_ids in sorted(drop.items()):
+        _rewrite_without(output_uri, storage, part, image_ids)
+    return sum(len(ids) for ids in drop.values())
+
+
+def _image_owners(output_uri: str, storage: StorageConfig) -> list[tuple[str, str]]:
+    uris = [uri for uri, _ in _list(st.join_uri(output_uri, IMAGES), storage) if uri.endswith(".parquet")]
+    if not uris:
+        return []
+    fs, _ = st.filesystem(uris[0], storage)
+    dataset = pads.dataset([st.filesystem(uri, storage)[1] for uri in uris], filesystem=fs, format="parquet")
+    owners = []
+    for fragment in dataset.get_fragments():
+        part = fragment.path.rsplit("/", 1)[-1]
+        owners.extend(
+            (image_id, part) for image_id in fragment.to_table(columns=[col.IMAGE_ID])[col.IMAGE_ID].to_pylist()
+        )
+    return owners
+
+
+def _rewrite_without(output_uri: str, storage: StorageConfig, part: str, image_ids: set[str]) -> None:
+    drop = pa.array(sorted(image_ids), pa.string())
+    images_uri = st.join_uri(output_uri, IMAGES, part)
+    images = pq.read_table(pa.BufferReader(st.read_bytes(images_uri, storage)))
+    kept_images = images.filter(pc.invert(pc.is_in(images[col.IMAGE_ID], value_set=drop)))
+    for folder in (ANNOTATIONS, ERRORS):
+        uri = st.join_uri(output_uri, folder, part)
+        if not st.exists(uri, storage):
+            continue
+        table = pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)))
+        kept = table.filter(pc.invert(pc.is_in(table[col.IMAGE_ID], value_set=drop)))
+        if kept.num_rows:
+            st.write_bytes(uri, _parquet_bytes(kept), storage)
+        else:
+            st.delete(uri, storage)
+    if kept_images.num_rows:
+        st.write_bytes(images_uri, _parquet_bytes(kept_images), storage)
+    else:
+        st.delete(images_uri, storage)
 
 
 def _list(prefix_uri: str, storage: StorageConfig) -> list[tuple[str, int]]:

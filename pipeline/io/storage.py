@@ -15,6 +15,7 @@ import posixpath
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
@@ -73,6 +74,20 @@ def _s3_options(storage: StorageConfig) -> tuple[str | None, str, bool, int]:
     return endpoint or None, region, storage.s3_anonymous, storage.max_attempts
 
 
+def s3_endpoint_parts(endpoint: str) -> tuple[str, str, str | None, str | None]:
+    """``(scheme, host[:port][/path], access key, secret key)`` of an endpoint URL.
+
+    Users write full URLs (``http://127.0.0.1:9000``); MinIO-style ``http://KEY:SECRET@host`` carries credentials,
+    which are returned apart so that they never travel inside a URL that could be logged.
+    """
+    parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    host = parsed.hostname or ""
+    netloc = f"{host}:{parsed.port}" if parsed.port else host
+    key = unquote(parsed.username) if parsed.username else None
+    secret = unquote(parsed.password) if parsed.password else None
+    return parsed.scheme, netloc + parsed.path.rstrip("/"), key, secret
+
+
 @functools.lru_cache(maxsize=16)
 def _s3_filesystem(endpoint: str | None, region: str, anonymous: bool, max_attempts: int) -> pafs.S3FileSystem:
     kwargs: dict = {
@@ -81,10 +96,37 @@ def _s3_filesystem(endpoint: str | None, region: str, anonymous: bool, max_attem
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
     }
     if endpoint:
-        # pyarrow wants host[:port] plus a separate scheme; users write full URLs (http://127.0.0.1:9000).
-        parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs.update(scheme=parsed.scheme, endpoint_override=parsed.netloc + parsed.path.rstrip("/"))
+        scheme, override, key, secret = s3_endpoint_parts(endpoint)
+        kwargs.update(scheme=scheme, endpoint_override=override)
+        if key and secret:
+            kwargs.update(access_key=key, secret_key=secret)
     return pafs.S3FileSystem(**kwargs)
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(endpoint: str | None, region: str, anonymous: bool, max_attempts: int) -> Any:
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": max_attempts, "mode": "standard"})
+    if anonymous:
+        config = config.merge(Config(signature_version=UNSIGNED))
+    kwargs: dict = {"region_name": region, "config": config}
+    if endpoint:
+        scheme, override, key, secret = s3_endpoint_parts(endpoint)
+        kwargs["endpoint_url"] = f"{scheme}://{override}"
+        if key and secret:
+            kwargs.update(aws_access_key_id=key, aws_secret_access_key=secret)
+    return boto3.session.Session().client("s3", **kwargs)
+
+
+def s3_client(storage: StorageConfig) -> Any:
+    """A (cached) boto3 S3 client with the same endpoint, region, credentials and retries as the filesystem.
+
+    Used for what pyarrow's filesystem cannot do: conditional writes (``If-None-Match`` / ``If-Match``).
+    """
+    return _s3_client(*_s3_options(storage))
 
 
 def filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
@@ -126,6 +168,10 @@ def _write_local_atomic(path: str, data: bytes) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # The path goes into the message itself: Ray replaces the file name when it re-raises a task's error.
+        raise OSError(exc.errno, f"{exc.strerror} writing {path}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -140,6 +186,16 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig) -> None:
     # An S3 object becomes visible only when its upload completes, so a direct write is already atomic.
     with fs.open_output_stream(path, compression=None) as out:
         out.write(data)
+
+
+def copy_file(src_uri: str, dst_uri: str, storage: StorageConfig) -> None:
+    """Copies one file or object; S3 to S3 is a server-side copy, anything else goes through :func:`write_bytes`."""
+    src_fs, src_path = filesystem(src_uri, storage)
+    dst_fs, dst_path = filesystem(dst_uri, storage)
+    if src_fs is not _LOCAL and dst_fs is src_fs:
+        src_fs.copy_file(src_path, dst_path)
+        return
+    write_bytes(dst_uri, read_bytes(src_uri, storage), storage)
 
 
 def exists(uri: str, storage: StorageConfig) -> bool:

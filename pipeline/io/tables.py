@@ -53,6 +53,8 @@ IMAGES_SCHEMA = pa.schema(
         (col.IMAGE_HEIGHT, pa.int32()),
         (col.STATUS, pa.string()),
         ("num_annotations", pa.int64()),
+        (col.PROMPTS_DROPPED, pa.int64()),
+        (col.MASKS_DROPPED, pa.int64()),
         (col.RUN_ID, pa.string()),
     ]
 )
@@ -106,6 +108,14 @@ def _images(records: pa.Table) -> pa.Table:
             col.IMAGE_HEIGHT: records[col.IMAGE_HEIGHT],
             col.STATUS: records[col.STATUS],
             "num_annotations": counts,
+            col.PROMPTS_DROPPED: _count_column(records, col.PROMPTS_DROPPED),
+            col.MASKS_DROPPED: _count_column(records, col.MASKS_DROPPED),
             col.RUN_ID: records[col.RUN_ID],
         }
     ).cast(IMAGES_SCHEMA)
+
+
+def _count_column(records: pa.Table, name: str) -> pa.Array:
+    if name not in records.column_names:
+        return pa.array([0] * records.num_rows, pa.int64())
+    return records[name].cast(pa.int64()).fill_null(0)

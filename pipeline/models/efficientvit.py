@@ -42,9 +42,14 @@ def _per_layer(value: object, n: int) -> tuple:
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over channels of a [B,C,H,W] map; keys ``weight``/``bias`` like ``nn.LayerNorm``."""
+    """LayerNorm over channels of a [B,C,H,W] map; keys ``weight``/``bias`` like ``nn.LayerNorm``.
+
+    Half-precision input is normalised in fp32 (and stays fp32): an fp16 variance overflows (efficientvit#142).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
         out = x - torch.mean(x, dim=1, keepdim=True)
         out = out / torch.sqrt(torch.square(out).mean(dim=1, keepdim=True) + self.eps)
         return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -47,7 +48,14 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
     device = pick_device(model.device)
     sam, sha256 = load_model(model, storage)
     if model.backend == "torch":
-        return TorchSam(sam, device=device, precision=model.precision, decoder_chunk=decoder_chunk)
+        return TorchSam(
+            sam,
+            device=device,
+            precision=model.precision,
+            decoder_chunk=decoder_chunk,
+            channels_last=model.channels_last,
+            compile=model.compile,
+        )
     if model.backend == "onnx":
         from pipeline.runtime.onnx_backend import OnnxSam
 
@@ -59,6 +67,19 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
             encoder_input_size=sam.encoder_input_size,
             intra_op_threads=torch.get_num_threads(),
         )
+    if model.backend == "tensorrt":
+        from pipeline.runtime.tensorrt_backend import TensorRTSam, ensure_engines, import_tensorrt
+
+        import_tensorrt()  # fails in one line without the [trt] extra, before any export work
+        if device.type != "cuda" or model.precision == "bf16":
+            raise ValueError("model.backend=tensorrt needs a CUDA device and precision fp32 or fp16")
+        folder = _exported_onnx(sam, model, sha256)
+        # Random test weights have no file: the model name stands in for their sha256.
+        model_sha = sha256 or hashlib.sha256(f"{model.name}:random".encode()).hexdigest()
+        engines = ensure_engines(
+            folder, cache_dir(model) / "tensorrt", model_sha, model.precision, sam.encoder_input_size
+        )
+        return TensorRTSam(*engines, encoder_input_size=sam.encoder_input_size, decoder_chunk=decoder_chunk)
     raise ValueError(f"model.backend={model.backend!r} is not available in this build")
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from pipeline.models.fast_decoder import DecodeHints
 from pipeline.prompts import PromptBatch
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -28,6 +29,11 @@ class SamRuntime(Protocol):
         """[B,S,S,3] uint8 canvases (resized image top-left) and [B,2] resized (h, w) → embedding [B,256,64,64]."""
         ...
 
-    def decode(self, embeddings: Any, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts of one layout → low-res logits [P,4,256,256] and predicted IoU [P,4], all four mask tokens."""
+    def decode(
+        self, embeddings: Any, prompts: PromptBatch, hints: DecodeHints | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts of one layout → low-res logits [P,4,256,256] and predicted IoU [P,4], all four mask tokens.
+
+        ``hints`` name logits the caller will not read; a backend may return zeros there or ignore them.
+        """
         ...

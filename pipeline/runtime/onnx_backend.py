@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.geometry import normalize_and_pad
+from pipeline.models.fast_decoder import DecodeHints
 from pipeline.prompts import PromptBatch
 from pipeline.runtime.export import CARD_FILE, DECODER_FILE, DECODER_INPUTS, ENCODER_FILE, ENCODER_INPUTS
 
@@ -113,8 +114,13 @@ class OnnxSam:
         x = normalize_and_pad(torch.as_tensor(images).cpu(), torch.as_tensor(input_hw), self.encoder_input_size)
         return self.encoder.run(None, {ENCODER_INPUTS[0]: x.numpy()})[0]
 
-    def decode(self, embeddings: np.ndarray, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """[N,C,64,64] embeddings and P prompts → low-res logits [P,4,256,256] and IoU [P,4], CPU tensors."""
+    def decode(
+        self, embeddings: np.ndarray, prompts: PromptBatch, hints: DecodeHints | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N,C,64,64] embeddings and P prompts → low-res logits [P,4,256,256] and IoU [P,4], CPU tensors.
+
+        ``hints`` are accepted for the common interface; the exported graph always computes everything.
+        """
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 4 or embeddings.shape[1:] != (self.embed_dim, 64, 64):
             raise ValueError(f"embeddings must be [N,{self.embed_dim},64,64], got {embeddings.shape}")

@@ -1,4 +1,9 @@
-"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder on request."""
+"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder on request.
+
+Prompts without a mask input go through :class:`pipeline.models.fast_decoder.FastMaskDecoder` (same results, a
+fraction of the work; ``fast_decoder=False`` runs SAM's decoder as written); prompts with one through
+:func:`pipeline.models.sam.decode_masks`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.geometry import normalize_and_pad
+from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder, ImageContext
 from pipeline.models.sam import EfficientViTSam, decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.prompts import PromptBatch
 from pipeline.runtime.base import Precision
@@ -26,6 +32,10 @@ class TorchSam:
     """Runs an :class:`EfficientViTSam` with the :class:`pipeline.runtime.base.SamRuntime` interface.
 
     ``decoder_chunk`` bounds the prompts per decoder forward (memory grows ~10 MB per prompt in fp32).
+    ``fast_decoder`` selects the reformulated decoder for prompts without mask input (see the module docstring).
+    GPU options for the encoder: ``precision`` bf16 / fp16 autocast (LayerNorm2d, LiteMLA attention and the neck's
+    upsampling stay fp32 inside the model), ``channels_last`` memory format, ``compile`` (``torch.compile``, the
+    first call per input shape is slow). Canvases from the host are uploaded from pinned memory.
     """
 
     def __init__(
@@ -34,6 +44,9 @@ class TorchSam:
         device: torch.device | str = "cpu",
         precision: Precision = "fp32",
         decoder_chunk: int = 64,
+        fast_decoder: bool = True,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if decoder_chunk < 1:
             raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
@@ -42,36 +55,71 @@ class TorchSam:
         self.precision = precision
         self.decoder_chunk = decoder_chunk
         self.encoder_input_size = model.encoder_input_size
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.image_encoder.to(memory_format=torch.channels_last)
+        self.image_encoder = torch.compile(self.model.image_encoder) if compile else self.model.image_encoder
         with torch.inference_mode():
             self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
+        self.fast = None
+        if fast_decoder:
+            no_mask = model.prompt_encoder.no_mask_embed.weight
+            self.fast = FastMaskDecoder(model.mask_decoder, self.image_pe, no_mask)
+        # Per-image contexts of the fast decoder, kept while the same embeddings come back (grid mode decodes one
+        # encoder batch in many calls).
+        self._contexts: tuple[torch.Tensor | None, dict[int, ImageContext]] = (None, {})
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray | torch.Tensor, input_hw: np.ndarray | torch.Tensor) -> torch.Tensor:
-        images = torch.as_tensor(images).to(self.device, non_blocking=True)
+        images = torch.as_tensor(images)
+        if self.device.type == "cuda" and images.device.type == "cpu":
+            # uint8 canvases (4× smaller than floats) go up asynchronously from page-locked memory.
+            images = images.pin_memory()
+        images = images.to(self.device, non_blocking=True)
         x = normalize_and_pad(images, torch.as_tensor(input_hw), self.encoder_input_size)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            return self.model.image_encoder(x)
+            return self.image_encoder(x).contiguous()
         with torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]):
-            return self.model.image_encoder(x).float()
+            return self.image_encoder(x).float().contiguous()
 
     @torch.inference_mode()
-    def decode(self, embeddings: torch.Tensor, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, embeddings: torch.Tensor, prompts: PromptBatch, hints: DecodeHints | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits [P,4,256,256] and IoU [P,4]; ``hints`` may leave unread logits zero (fast decoder)."""
         logits, ious = [], []
         for start in range(0, len(prompts), self.decoder_chunk):
-            chunk = prompts.take(slice(start, start + self.decoder_chunk))
-            low_res, iou = self._decode_chunk(embeddings, chunk)
+            rows = slice(start, start + self.decoder_chunk)
+            chunk_hints = None if hints is None else hints.take(rows)
+            low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
             logits.append(low_res)
             ious.append(iou)
         if not logits:
             return torch.zeros((0, 4, 256, 256), device=self.device), torch.zeros((0, 4), device=self.device)
         return torch.cat(logits), torch.cat(ious)
 
-    def _decode_chunk(self, embeddings: torch.Tensor, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_chunk(
+        self, embeddings: torch.Tensor, prompts: PromptBatch, hints: DecodeHints | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         pe = self.model.prompt_encoder
-        index = torch.as_tensor(prompts.image_index, device=self.device)
         coords = torch.as_tensor(prompts.coords, device=self.device)
         labels = torch.as_tensor(prompts.labels, device=self.device)
-        mask_input = None if prompts.mask_input is None else torch.as_tensor(prompts.mask_input, device=self.device)
         sparse = embed_prompt_tokens(pe, coords, labels)  # [P,T,256]
+        if self.fast is not None and prompts.mask_input is None:
+            return self.fast(self._image_contexts(embeddings, prompts.image_index), prompts.image_index, sparse, hints)
+        index = torch.as_tensor(prompts.image_index, device=self.device)
+        mask_input = None if prompts.mask_input is None else torch.as_tensor(prompts.mask_input, device=self.device)
         dense = embed_dense(pe, mask_input, len(prompts))  # [P,256,64,64]
         return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
+
+    def _image_contexts(self, embeddings: torch.Tensor, image_index: np.ndarray) -> dict[int, ImageContext]:
+        cached_for, contexts = self._contexts
+        if cached_for is not embeddings:
+            contexts = {}
+            self._contexts = (embeddings, contexts)
+        for image in np.unique(image_index).tolist():
+            if image not in contexts:
+                contexts[image] = self.fast.image_context(embeddings[image])
+        return contexts

@@ -1,92 +1,111 @@
-"""Training samples from a COCO instances file: images, sampled masks, and simulated prompts (pure numpy).
+"""Mask datasets for AutoPPN training: COCO instances files and SA-1B per-image JSON folders, local or S3.
 
-Follows EfficientViT-SAM's stage-2 recipe: per image up to N masks sampled without replacement (repeated when the
-image has fewer), random horizontal flip; per image either the GT box of every mask or n ~ U{1..max_points}
-positive points sampled uniformly inside each mask (a box when a mask is empty after sampling fails).
+- COCO: one ``.json`` with ``images`` (``id``, ``file_name``, ``height``, ``width``) and ``annotations``
+  (``image_id``, ``segmentation`` as polygons, RLE or compressed RLE); ``file_name`` is resolved against
+  ``images_root`` (default: the folder of the JSON). Crowd annotations (``iscrowd=1``) are skipped.
+- SA-1B: a folder of ``<name>.jpg`` + ``<name>.json`` pairs, each JSON ``{"image": {file_name, height, width, ...},
+  "annotations": [{"segmentation": {size, counts}, ...}]}``.
+
+Every mask becomes a COCO compressed RLE dict (``counts`` as str) at the image's size. Images without masks are kept
+(they teach the head where nothing is).
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from pycocotools.coco import COCO
+from pycocotools import mask as mask_utils
 
-from pipeline.geometry import boxes_to_prompt_frame, to_prompt_frame
-from pipeline.prompts import PromptBatch, make_prompts
+from pipeline.config import StorageConfig
+from pipeline.io.storage import list_files, read_bytes, uri_scheme
 
 
 @dataclass(frozen=True)
 class Sample:
-    image: np.ndarray
-    """[h,w,3] uint8 RGB."""
-    masks: np.ndarray
-    """[K,h,w] bool, the sampled instance masks."""
+    image_id: str
+    """Unique id (COCO: the ``file_name``; SA-1B: the file's name)."""
+    image_uri: str
+    image_hw: tuple[int, int]
+    masks: tuple[dict, ...]
+    """COCO compressed RLEs at ``image_hw``."""
 
 
-class CocoMasks:
-    """Images with at least one non-crowd annotation of area >= 1 in a COCO file; masks decoded on demand."""
-
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path) -> None:
-        self.coco = COCO(str(annotation_file))
-        self.image_dir = Path(image_dir)
-        self.image_ids = sorted(
-            i
-            for i in self.coco.getImgIds()
-            if any(a["area"] >= 1 and not a.get("iscrowd", 0) for a in self.coco.imgToAnns[i])
-        )
-        if not self.image_ids:
-            raise ValueError(f"{annotation_file} has no image with a usable annotation")
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def sample(self, rng: np.random.Generator, index: int, masks_per_image: int, hflip: bool = True) -> Sample:
-        image_id = self.image_ids[index]
-        info = self.coco.imgs[image_id]
-        image = np.asarray(Image.open(self.image_dir / info["file_name"]).convert("RGB"))
-        anns = [a for a in self.coco.imgToAnns[image_id] if a["area"] >= 1 and not a.get("iscrowd", 0)]
-        order = rng.permutation(len(anns))
-        picks = np.resize(order, masks_per_image)  # without replacement, repeated when there are fewer
-        masks = np.stack([self.coco.annToMask(anns[k]).astype(bool) for k in picks])
-        if hflip and rng.random() < 0.5:
-            image, masks = image[:, ::-1], masks[:, :, ::-1]
-        return Sample(np.ascontiguousarray(image), np.ascontiguousarray(masks))
+def read_dataset(uri: str, storage: StorageConfig, images_root: str | None = None) -> list[Sample]:
+    """A COCO ``.json`` file or an SA-1B folder → samples sorted by image id; ValueError naming the problem."""
+    if uri.lower().endswith(".json"):
+        return read_coco(uri, storage, images_root)
+    return read_sa1b(uri, storage)
 
 
-def mask_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
-    """[K,h,w] bool → [K,4] float32 XYXY boxes in pixel-edge coordinates (x2 = last column + 1), as COCO bbox."""
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for k, mask in enumerate(masks):
-        ys, xs = np.nonzero(mask)
-        if len(ys):
-            boxes[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    return boxes
+def read_coco(uri: str, storage: StorageConfig, images_root: str | None = None) -> list[Sample]:
+    data = _json(uri, storage)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{uri}: not a COCO instances file (no 'images' list)")
+    root = images_root or _parent(uri)
+    by_image: dict[int, list[dict]] = {}
+    for ann in data.get("annotations", []):
+        if not ann.get("iscrowd", 0):
+            by_image.setdefault(ann["image_id"], []).append(ann)
+    samples = []
+    for image in data["images"]:
+        hw = (int(image["height"]), int(image["width"]))
+        masks = tuple(_to_rle(a["segmentation"], hw, uri) for a in by_image.get(image["id"], []))
+        name = image["file_name"]
+        samples.append(Sample(name, _join(root, name), hw, masks))
+    return sorted(samples, key=lambda s: s.image_id)
 
 
-def sample_points(rng: np.random.Generator, mask: np.ndarray, n: int) -> np.ndarray:
-    """``n`` points (x, y) drawn uniformly from the mask's pixels, with replacement. [n,2].
+def read_sa1b(folder: str, storage: StorageConfig) -> list[Sample]:
+    files = [u for u, _ in list_files(folder, storage) if u.lower().endswith(".json")]
+    if not files:
+        raise ValueError(f"{folder}: no SA-1B .json files found (expected <name>.jpg + <name>.json pairs)")
+    samples = []
+    for uri in files:
+        data = _json(uri, storage)
+        try:
+            image = data["image"]
+            hw = (int(image["height"]), int(image["width"]))
+            masks = tuple(_to_rle(a["segmentation"], hw, uri) for a in data["annotations"])
+            name = image.get("file_name") or posixpath.basename(uri)[: -len(".json")] + ".jpg"
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{uri}: not an SA-1B annotation file (missing {exc})") from None
+        samples.append(Sample(name, _join(_parent(uri), name), hw, masks))
+    return sorted(samples, key=lambda s: s.image_id)
 
-    Points are integer pixel indices, as the RITM clicker of the evaluation gives them (SAM's prompt encoder adds the
-    half-pixel offset itself).
-    """
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        raise ValueError("cannot sample points from an empty mask")
-    k = rng.integers(len(ys), size=n)
-    return np.stack([xs[k], ys[k]], 1).astype(np.float32)
+
+def _json(uri: str, storage: StorageConfig) -> object:
+    try:
+        return json.loads(read_bytes(uri, storage))
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{uri}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-def image_prompts(
-    rng: np.random.Generator, image_index: int, masks: np.ndarray, use_box: bool, max_points: int
-) -> PromptBatch:
-    """Prompts for the K masks of one image in the 1024 frame: every GT box, or n ~ U{1..max_points} points each."""
-    hw = masks.shape[1:]
-    index = np.full(len(masks), image_index, np.int64)
-    if use_box or not all(m.any() for m in masks):
-        return make_prompts(index, boxes=boxes_to_prompt_frame(mask_boxes_xyxy(masks), hw))
-    n = int(rng.integers(1, max_points + 1))
-    points = np.stack([sample_points(rng, m, n) for m in masks])  # [K,n,2]
-    return make_prompts(index, points=to_prompt_frame(points, hw), point_labels=np.ones((len(masks), n), np.float32))
+def _to_rle(segmentation: object, hw: tuple[int, int], uri: str) -> dict:
+    h, w = hw
+    if isinstance(segmentation, list):  # polygons
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        rle = mask_utils.frPyObjects(segmentation, h, w)
+    elif isinstance(segmentation, dict) and "counts" in segmentation:
+        counts = segmentation["counts"]
+        rle = {"size": list(segmentation["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    else:
+        raise ValueError(f"{uri}: unsupported segmentation {type(segmentation).__name__}")
+    if list(rle["size"]) != [h, w]:
+        raise ValueError(f"{uri}: mask size {list(rle['size'])} differs from its image size {[h, w]}")
+    counts = rle["counts"]
+    return {"size": [h, w], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def _parent(uri: str) -> str:
+    return uri.rsplit("/", 1)[0] if "/" in uri else "."
+
+
+def _join(root: str, name: str) -> str:
+    if uri_scheme(name) is not None or name.startswith("/"):
+        return name
+    return f"{root.rstrip('/')}/{name}"

@@ -1,6 +1,6 @@
 """End-to-end SAM training as EfficientViT-SAM's stage 2 does it, on a CPU or GPU, from COCO instance masks.
 
-Per step: ``images_per_step`` images, ``masks_per_image`` masks each (:mod:`pipeline.train.data`); per image the GT
+Per step: ``images_per_step`` images, ``masks_per_image`` masks each (:mod:`pipeline.train.sam_data`); per image the GT
 boxes or 1-``max_points`` positive points; per step multimask output (3 masks, lowest-loss one trained) or the
 single-mask token, 50/50; loss 20·BCE + Dice (+ IoU-head MSE) on the low-res logits (:mod:`pipeline.train.losses`);
 AdamW (no weight decay on norms and biases), linear warmup then cosine decay, gradient clipping. The model runs
@@ -27,8 +27,8 @@ from pipeline.models import EfficientViTSam, create_model
 from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.predictor import prepare_images
 from pipeline.prompts import PromptBatch
-from pipeline.train.data import CocoMasks, image_prompts
 from pipeline.train.losses import LossWeights, low_res_targets, sam_loss
+from pipeline.train.sam_data import CocoMasks, image_prompts
 
 log = logging.getLogger(__name__)
 

@@ -82,9 +82,21 @@ def test_grid_run_writes_the_documented_layout(grid_run):
     for ann in coco.loadAnns(coco.getAnnIds()[:5]):
         assert coco.annToMask(ann).sum() == ann["area"]
     run = json.loads((grid_run / "run.json").read_text())
-    assert run["counts"] == {"images": 4, "labeled": 4, "errors": 0, "annotations": len(rows)}
+    assert run["counts"] == {
+        "images": 4,
+        "labeled": 4,
+        "errors": 0,
+        "annotations": len(rows),
+        "prompts_dropped": 0,
+        "masks_dropped": 0,
+        "duplicates_removed": 0,
+    }
     assert run["config"]["grid"]["points_per_side"] == 4 and run["model"]["name"] == "mini-l"
     assert run["timings"]["images_per_second"] > 0
+    stages = run["timings"]["stage_seconds"]  # per-stage seconds summed by the sink; not written as columns
+    assert {"read", "decode", "encode", "prompts", "decode_masks", "filter", "rle", "write"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["decode_masks"] > 0
+    assert not any(name.startswith("seconds_") for name in rows[0])
 
 
 def test_unchanged_rerun_is_a_noop_and_identical_rerun_identical(ray_cluster, grid_run, tmp_path, capsys):

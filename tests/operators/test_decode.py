@@ -319,7 +319,8 @@ def test_earlier_errors_and_other_columns_pass_through() -> None:
     np.testing.assert_array_equal(out["label"], labels)
     assert list(out["meta"]) == list(meta)
     assert list(out[IMAGE_ID]) == ["id-0", "id-1", "id-2"]
-    assert set(out) == set(batch) - {IMAGE_BYTES} | {IMAGE_RGB, INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH}
+    written = {IMAGE_RGB, INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH, "seconds_decode"}
+    assert set(out) == set(batch) - {IMAGE_BYTES} | written
     assert all(out[c].dtype == np.int32 for c in (INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH))
 
 

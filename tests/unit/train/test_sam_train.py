@@ -11,8 +11,8 @@ from jobs.train_sam import main as train_main
 from pipeline.datasets.shapes import write_split
 from pipeline.models import create_model
 from pipeline.models.checkpoint import load_checkpoint
-from pipeline.train.data import CocoMasks
 from pipeline.train.losses import LossWeights
+from pipeline.train.sam_data import CocoMasks
 from pipeline.train.sam_train import TrainConfig, train, train_step
 
 

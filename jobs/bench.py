@@ -1,0 +1,133 @@
+"""Benchmark a labeling configuration against the reference way: ``python -m jobs.bench [--prompts boxes|grid] ...``.
+
+Both sides run in this process on the same images and weights, back to back: ours (the labeling job's operators:
+read, decode, encode, prompts, mask decoder, filter, RLE, Parquet write) and the reference (one image at a time
+through the official predictor's semantics; SAM's automatic mask generator for grids). Prints a short table and
+writes the JSON report (``--json``). ``--encoder-only`` measures encoder throughput per batch size instead (the
+GPU benchmark: ``python -m jobs.bench --device cuda --gpu-table``, see the README's Performance section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.bench.report import format_table, format_throughput
+from pipeline.bench.run import BenchOptions, run_bench
+from pipeline.config import ConfigError, LabelConfig, load_config
+
+FLAGS = {
+    "model": "model.name",
+    "weights": "model.weights",
+    "prompts": "prompts.mode",
+    "backend": "model.backend",
+    "device": "model.device",
+    "precision": "model.precision",
+    "threads": "segment.threads",
+    "points_per_side": "grid.points_per_side",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, help="folder of photos (default: generate --images photo-like JPEGs)")
+    parser.add_argument("--images", type=int, default=4, help="images to generate, or the most to take from --input")
+    parser.add_argument("--size", default="1536x2048", help="HxW of generated images (default 1536x2048, 3.1 MP)")
+    parser.add_argument("--prompts", choices=["boxes", "grid"], default="boxes")
+    parser.add_argument("--boxes-per-image", type=int, default=10, help="generated box prompts per image")
+    parser.add_argument("--points-per-side", type=int, help="grid points per side (config default 32)")
+    parser.add_argument("--model", help="efficientvit-sam-l0 ... xl1, or mini-l / mini-xl")
+    parser.add_argument("--weights", help="weight file for both sides (default: seeded random weights)")
+    parser.add_argument("--backend", choices=["torch", "onnx", "tensorrt"])
+    parser.add_argument("--device", help="cpu, cuda or auto")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--threads", type=int, help="compute threads (default: every core)")
+    parser.add_argument("--config", help="YAML config (sections as in jobs/configs/label.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--no-reference", action="store_true", help="time our side only")
+    parser.add_argument("--encoder-only", action="store_true", help="encoder images/s per --batch-sizes")
+    parser.add_argument(
+        "--gpu-table",
+        action="store_true",
+        help="per model (--models) and precision (--precisions): encoder-only and segment+10 boxes images/s, gate",
+    )
+    parser.add_argument("--models", default="efficientvit-sam-l0,efficientvit-sam-xl1", help="for --gpu-table")
+    parser.add_argument("--precisions", default="fp32,bf16,fp16", help="for --gpu-table")
+    parser.add_argument("--batch-sizes", default="1,8,16", help="batch sizes for --encoder-only")
+    parser.add_argument("--iterations", type=int, default=20, help="timed encoder calls per batch size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the report here")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> LabelConfig:
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag) is not None]
+    return load_config(LabelConfig, args.config, overrides + args.set)
+
+
+def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
+    import tempfile
+
+    from pipeline.bench.run import _with_weights
+    from pipeline.bench.throughput import encoder_throughput
+    from pipeline.runtime import load_runtime
+
+    with tempfile.TemporaryDirectory(prefix="samlabel-bench-") as work:
+        cfg, weights = _with_weights(cfg, Path(work), args.seed)
+        runtime = load_runtime(cfg.model, cfg.storage, cfg.segment.decoder_chunk)
+    rows = []
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        row = encoder_throughput(runtime, batch, args.iterations)
+        rows.append({"what": "encoder-only", "model": cfg.model.name, "precision": cfg.model.precision, **row})
+    return {"weights": weights, "device": str(runtime.device), "rows": rows}
+
+
+def gpu_table_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
+    import tempfile
+
+    from pipeline.bench.gpu_table import gpu_table
+
+    batch = int(args.batch_sizes.split(",")[-1])
+    with tempfile.TemporaryDirectory(prefix="samlabel-gpu-table-") as work:
+        rows = gpu_table(cfg, args.models.split(","), args.precisions.split(","), batch, args.iterations, Path(work))
+    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        height, width = (int(v) for v in args.size.lower().split("x"))
+        if cfg.segment.threads:
+            torch.set_num_threads(cfg.segment.threads)
+        if args.gpu_table:
+            report = gpu_table_report(cfg, args)
+            print(format_throughput(report["rows"]))
+        elif args.encoder_only:
+            report = encoder_only(cfg, args)
+            print(format_throughput(report["rows"]))
+        else:
+            options = BenchOptions(
+                input_dir=args.input,
+                count=args.images,
+                size_hw=(height, width),
+                boxes_per_image=args.boxes_per_image,
+                reference=not args.no_reference,
+                seed=args.seed,
+            )
+            report = run_bench(cfg, options)
+            print(format_table(report))
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"samlabel bench: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

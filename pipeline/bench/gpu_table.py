@@ -1,0 +1,83 @@
+"""The GPU table of the issue: per model and precision, encoder-only images/s and images/s of the segment stage
+with box prompts (encoder → box prompts → mask decoder → upsampling → RLE, i.e. the labeling actor's work on
+decoded images), the ratio of the two, GPU utilisation and the accuracy gate against fp32 on the same weights.
+
+Read/decode are not in the segment figure: in the labeling job they run as parallel CPU tasks next to the GPU
+actor. Runs on CPU too (slowly), which is how it is tested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.bench.data import photo_like, random_boxes
+from pipeline.bench.run import _with_weights
+from pipeline.bench.throughput import UtilisationSampler, encoder_throughput
+from pipeline.box_prompts import segment_boxes
+from pipeline.config import BoxesConfig, LabelConfig
+from pipeline.predictor import EncodedImages, prepare_images
+from pipeline.runtime import load_runtime
+from pipeline.runtime.accuracy import accuracy_gate
+
+
+def segment_throughput(runtime, batch: int, boxes_per_image: int, iterations: int, size_hw=(480, 640)) -> dict:
+    """Images/s of encode + ``boxes_per_image`` box prompts + upsampling + RLE on ``batch`` decoded images."""
+    images = [photo_like(*size_hw, seed=i) for i in range(batch)]
+    canvases, input_hw = prepare_images(images, runtime.encoder_input_size)
+    original_hw = np.array([image.shape[:2] for image in images])
+    boxes = [random_boxes(*size_hw, boxes_per_image, seed=i) for i in range(batch)]
+
+    def once() -> None:
+        encoded = EncodedImages(runtime.encode(canvases, input_hw), original_hw)
+        segment_boxes(runtime, encoded, boxes, BoxesConfig())
+
+    once()
+    _sync(runtime.device)
+    with UtilisationSampler(runtime.device) as sampler:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            once()
+        _sync(runtime.device)
+        seconds = time.perf_counter() - start
+    return {
+        "batch": batch,
+        "iterations": iterations,
+        "seconds": round(seconds, 4),
+        "images_per_second": round(batch * iterations / seconds, 2),
+        "gpu_utilization": sampler.mean,
+    }
+
+
+def gpu_table(
+    cfg: LabelConfig, models: list[str], precisions: list[str], batch: int, iterations: int, work: Path
+) -> list[dict]:
+    """One encoder-only and one segment row per (model, precision), on ``cfg.model.device``."""
+    rows = []
+    gate_images = [photo_like(600, 800, seed=s) for s in range(2)]
+    for name in models:
+        base = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=name))
+        base, _ = _with_weights(base, work, seed=0)
+        reference = load_runtime(dataclasses.replace(base.model, precision="fp32"), base.storage, 64)
+        for precision in precisions:
+            model = dataclasses.replace(base.model, precision=precision)
+            runtime = load_runtime(model, base.storage, base.segment.decoder_chunk)
+            gate = accuracy_gate(runtime, reference, gate_images) if precision != "fp32" else None
+            common = {"model": name, "precision": precision, "gate_mask_iou": gate and gate.mask_iou_mean}
+            encoder = {"what": "encoder-only", **common, **encoder_throughput(runtime, batch, iterations)}
+            boxes = {"what": "segment+10box", **common, **segment_throughput(runtime, batch, 10, iterations)}
+            boxes["fraction_of_encoder_only"] = round(boxes["images_per_second"] / encoder["images_per_second"], 3)
+            rows += [encoder, boxes]
+            del runtime
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return rows
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,82 @@
+"""The accuracy gate for faster paths (bf16/fp16, torch.compile, ONNX Runtime, TensorRT): masks of a candidate
+runtime against an fp32 reference runtime on the same images and prompts.
+
+Prompts per image: the boxes of a 3×3 grid of cells and their centre points (18 prompts), decoded multimask and
+reduced to the best of 3 by predicted IoU (the official box protocol). Masks are compared as ``logits > 0`` on the
+low-res grid, inside the part that covers the image. The gate passes when the mean mask IoU is at least
+``threshold`` (the issue's bar: 0.98).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.geometry import boxes_to_prompt_frame, to_prompt_frame
+from pipeline.grid_lowres import valid_low_res_hw
+from pipeline.masks import best_of
+from pipeline.predictor import encode_images, predict
+from pipeline.prompts import make_prompts
+from pipeline.runtime.base import SamRuntime
+
+GATE_MASK_IOU = 0.98
+CELLS = 3
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    threshold: float
+    prompts: int
+    mask_iou_mean: float
+    mask_iou_min: float
+    embedding_rel_error: float
+    """max |candidate - reference| / max |reference| over the embeddings."""
+
+
+def gate_prompts(original_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes [9,4] and centre points [9,1,2] of a 3×3 grid of cells, in the 1024 prompt frame."""
+    h, w = original_hw
+    xs, ys = np.linspace(0, w, CELLS + 1), np.linspace(0, h, CELLS + 1)
+    boxes = np.array([[xs[i], ys[j], xs[i + 1], ys[j + 1]] for j in range(CELLS) for i in range(CELLS)])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return boxes_to_prompt_frame(boxes, original_hw), to_prompt_frame(centres[:, None], original_hw)
+
+
+def _masks(runtime: SamRuntime, images: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Best-of-3 low-res masks per image [18,h,w] (valid part) and the embeddings as a CPU float tensor."""
+    encoded = encode_images(runtime, images)
+    out = []
+    for i, image in enumerate(images):
+        boxes, points = gate_prompts(image.shape[:2])
+        index = np.full(len(boxes), i)
+        batches = [make_prompts(index, boxes=boxes), make_prompts(index, points, np.ones((len(points), 1)))]
+        pred = predict(runtime, encoded, batches, multimask_output=True)
+        logits, _ = best_of(pred.low_res_logits, pred.iou_predictions)
+        vh, vw = valid_low_res_hw(image.shape[:2])
+        out.append(logits[:, :vh, :vw].float().cpu() > 0)
+    return out, torch.as_tensor(
+        np.asarray(encoded.embeddings.cpu() if torch.is_tensor(encoded.embeddings) else encoded.embeddings)
+    )
+
+
+def accuracy_gate(
+    candidate: SamRuntime, reference: SamRuntime, images: Sequence[np.ndarray], threshold: float = GATE_MASK_IOU
+) -> GateResult:
+    """Compares ``candidate`` with ``reference`` (fp32) on ``images`` (HWC uint8 RGB); see the module docstring."""
+    if not images:
+        raise ValueError("the accuracy gate needs at least one image")
+    ours, our_embeddings = _masks(candidate, images)
+    theirs, their_embeddings = _masks(reference, images)
+    ious = []
+    for a, b in zip(ours, theirs, strict=True):
+        inter = (a & b).flatten(1).sum(1).float()
+        union = (a | b).flatten(1).sum(1).float()
+        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)))
+    iou = torch.cat(ious)
+    error = float((our_embeddings.float() - their_embeddings.float()).abs().max() / their_embeddings.abs().max())
+    mean = float(iou.mean())
+    return GateResult(mean >= threshold, threshold, len(iou), round(mean, 6), round(float(iou.min()), 6), error)

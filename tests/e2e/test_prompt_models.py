@@ -1,0 +1,105 @@
+"""Labeling runs with learned prompt sources on the local Ray cluster: --prompts yolo (a randomly initialised
+yolov8n saved as a weight file; class names become the COCO categories, score is the detector confidence) and
+--prompts autoppn (a random head) write valid COCO and Parquet; missing weights fail fast with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from jobs.label import main
+from pipeline.autoppn.checkpoint import save_head
+from pipeline.autoppn.model import AutoPPN, AutoPPNCard
+from tests.e2e.conftest import read_dataset
+from tests.fixtures import write_fixture_weights
+from tests.yolo import write_random_yolo
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "images"
+
+
+def _label(ray_cluster: str, *args: str) -> int:
+    return main([*args, "--set", f"ray.address={ray_cluster}", "--set", "ray.progress=false"])
+
+
+def _check_outputs(out: Path) -> tuple[list[dict], COCO]:
+    rows = read_dataset(out / "annotations", ["image_id", "annotation_id"])
+    coco = COCO(str(out / "coco.json"))
+    assert (out / "_SUCCESS").exists() and len(coco.getImgIds()) == 4
+    assert len(coco.getAnnIds()) == len(rows) > 0
+    for ann in coco.loadAnns(coco.getAnnIds()[:5]):
+        assert coco.annToMask(ann).sum() == ann["area"]
+    return rows, coco
+
+
+def test_yolo_prompts_end_to_end(ray_cluster, tmp_path):
+    sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
+    yolo = write_random_yolo(tmp_path / "yolov8n-random.pt", tmp_path / "cache")
+    out = tmp_path / "out"
+    args = [
+        "--input",
+        str(DATA),
+        "--output",
+        str(out),
+        "--model",
+        "mini-l",
+        "--weights",
+        str(sam),
+        "--prompts",
+        "yolo",
+    ]
+    sets = [
+        "yolo.conf=0.0",
+        "yolo.max_det=4",
+        "yolo.imgsz=320",
+        f"yolo.weights={yolo}",
+        f"model.cache_dir={tmp_path}/cache",
+    ]
+    assert _label(ray_cluster, *args, *[x for s in sets for x in ("--set", s)]) == 0
+    rows, coco = _check_outputs(out)
+    assert len(rows) == 16  # 4 boxes per image, no filters (MobileSAMv2's protocol)
+    names = {c["name"] for c in coco.loadCats(coco.getCatIds())}
+    assert len(names) == 80 and {r["category_name"] for r in rows} <= names and "class0" in names
+    assert all(r["prompt_type"] == "yolo" and r["prompt_box_xyxy"] is not None for r in rows)
+    assert all(0.0 <= r["score"] < 0.01 for r in rows)  # the random detector's confidence, not the predicted IoU
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["prompt_model"]["weights_sha256"]) == 64
+
+
+def test_autoppn_prompts_end_to_end(ray_cluster, tmp_path):
+    sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
+    torch.manual_seed(0)
+    head = AutoPPN(AutoPPNCard(channels=16, out_stride=16))
+    torch.nn.init.constant_(head.point_head[-1].bias, 0.0)
+    weights = save_head(head, tmp_path / "autoppn.safetensors")
+    out = tmp_path / "out"
+    args = ["--input", str(DATA), "--output", str(out), "--model", "mini-l", "--weights", str(sam)]
+    sets = [
+        f"autoppn.weights={weights}",
+        "autoppn.top_n=8",
+        "autoppn.pred_iou_thresh=0.0",
+        "autoppn.stability_score_thresh=0.0",
+    ]
+    assert _label(ray_cluster, *args, "--prompts", "autoppn", *[x for s in sets for x in ("--set", s)]) == 0
+    rows, _ = _check_outputs(out)
+    assert all(r["prompt_type"] == "autoppn" and r["prompt_points"] for r in rows)
+    assert max(len([r for r in rows if r["image_id"] == i]) for i in {r["image_id"] for r in rows}) <= 8
+
+
+@pytest.mark.parametrize(
+    ("prompts", "extra", "message"),
+    [
+        ("yolo", [], "needs detector weights"),
+        ("autoppn", [], "needs its head"),
+        ("autoppn", ["--set", "autoppn.weights=/nonexistent/h.safetensors"], "no such file"),
+    ],
+)
+def test_missing_prompt_weights_fail_fast(ray_cluster, tmp_path, capsys, prompts, extra, message):
+    out = tmp_path / "out"
+    code = _label(
+        ray_cluster, "--input", str(DATA), "--output", str(out), "--model", "mini-l", "--prompts", prompts, *extra
+    )
+    assert code == 2 and message in capsys.readouterr().err and not out.exists()

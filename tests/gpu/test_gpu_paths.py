@@ -1,0 +1,89 @@
+"""GPU paths (run with ``-m gpu`` on a CUDA machine; not run on the CPU-only development machines).
+
+Half-precision encoders pass the accuracy gate against fp32; channels-last + torch.compile keep fp32 results; the
+fast decoder on CUDA equals SAM's decoder; the GPU benchmark command runs; TensorRT engines (when tensorrt is
+installed) build from our export and pass the same gate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
+from pipeline.prompts import make_prompts
+from pipeline.runtime.accuracy import accuracy_gate
+from pipeline.runtime.torch_backend import TorchSam
+from tests.fixtures import fixture_images, fixture_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+IMAGES = list(fixture_images().values())
+
+
+@pytest.mark.parametrize("arch", ["l", "xl"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_encoder_passes_the_gate(arch: str, precision: str) -> None:
+    reference = TorchSam(fixture_model(arch), device="cuda")
+    candidate = TorchSam(fixture_model(arch), device="cuda", precision=precision, channels_last=True)
+    result = accuracy_gate(candidate, reference, IMAGES)
+    assert result.passed, result
+
+
+def test_channels_last_and_compile_keep_fp32_results() -> None:
+    reference = TorchSam(fixture_model("l"), device="cuda")
+    fast = TorchSam(fixture_model("l"), device="cuda", channels_last=True, compile=True)
+    canvases = np.zeros((2, 512, 512, 3), np.uint8)
+    canvases[:, :300, :400] = IMAGES[0][:300, :400]
+    hw = np.array([[300, 400], [300, 400]])
+    a, b = reference.encode(canvases, hw), fast.encode(canvases, hw)
+    assert float((a - b).abs().max() / a.abs().max()) <= 1e-3  # TF32/cuDNN algorithms differ from eager
+
+
+@torch.inference_mode()
+def test_fast_decoder_on_cuda_equals_sam_decoder() -> None:
+    model = fixture_model("l").cuda()
+    runtime = TorchSam(model, device="cuda")
+    embeddings = torch.randn(2, 256, 64, 64, device="cuda")
+    prompts = make_prompts(
+        np.arange(8) % 2, boxes=np.tile([[100.0, 120.0, 600.0, 700.0]], (8, 1)) + np.arange(8)[:, None]
+    )
+    logits, iou = runtime.decode(embeddings, prompts)
+    pe = model.prompt_encoder
+    sparse = embed_prompt_tokens(pe, torch.as_tensor(prompts.coords).cuda(), torch.as_tensor(prompts.labels).cuda())
+    index = torch.as_tensor(prompts.image_index).cuda()
+    expected, expected_iou = decode_masks(
+        model.mask_decoder, embeddings[index], pe.get_dense_pe(), sparse, embed_dense(pe, None, 8)
+    )
+    assert float((logits - expected).abs().max() / expected.abs().max()) <= 1e-3
+    assert float((iou - expected_iou).abs().max()) <= 1e-3
+
+
+def test_gpu_benchmark_command_runs(tmp_path) -> None:
+    from jobs.bench import main
+
+    out = tmp_path / "gpu.json"
+    argv = ["--device", "cuda", "--gpu-table", "--models", "mini-l", "--precisions", "fp32,bf16", "--batch-sizes", "4"]
+    assert main([*argv, "--iterations", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and all(r["images_per_second"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs the [trt] extra")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engines_pass_the_gate(tmp_path, precision: str) -> None:
+    from pipeline.runtime.export import export_onnx
+    from pipeline.runtime.tensorrt_backend import TensorRTSam, ensure_engines
+
+    model = fixture_model("l")
+    export_onnx(model, tmp_path / "onnx", model_name="mini-l")
+    engines = ensure_engines(tmp_path / "onnx", tmp_path / "engines", "0" * 64, precision, 512)
+    candidate = TensorRTSam(*engines, encoder_input_size=512)
+    result = accuracy_gate(candidate, TorchSam(fixture_model("l"), device="cuda"), IMAGES)
+    assert result.passed, result

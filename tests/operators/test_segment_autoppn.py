@@ -1,0 +1,71 @@
+"""The segment operator in autoppn mode: the head runs on the actor's embedding, its prompts are decoded in shared
+calls and the masks go through grid mode's filters; prompt modes, top-N and the filters change what comes out."""
+
+import numpy as np
+import pytest
+import torch
+
+from operators.segment import Segment
+from pipeline import schema as col
+from pipeline.autoppn.checkpoint import save_head
+from pipeline.autoppn.model import AutoPPN, AutoPPNCard
+from pipeline.config import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.masks import decode_rle
+from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights
+
+OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0, "max_mask_area_frac": 1.0}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("autoppn")
+    torch.manual_seed(0)
+    head = AutoPPN(AutoPPNCard(channels=16, out_stride=16))
+    torch.nn.init.constant_(head.point_head[-1].bias, 0.0)  # a random head with peaks above the threshold
+    return write_fixture_weights(folder / "sam.pt", "l"), save_head(head, folder / "head.safetensors")
+
+
+def _segment(files, chunk=7, **kw):
+    sam, head = files
+    cfg = AutoPPNConfig(weights=str(head), **kw)
+    model = ModelConfig(name="mini-l", weights=str(sam))
+    return Segment(model, "autoppn", GridConfig(), BoxesConfig(), StorageConfig(), decoder_chunk=chunk, autoppn=cfg)
+
+
+def _batch():
+    images = fixture_images()
+    return decoded_batch([images["img0"], images["img1"]], ["a", "b"], 512), images
+
+
+@pytest.mark.parametrize("mode", ["box+point", "box", "point"])
+def test_every_prompt_gives_a_mask_without_filters(files, mode):
+    out = _segment(files, prompt_mode=mode, top_n=12, **OPEN)(_batch()[0])
+    for row in range(2):
+        assert len(out[col.MASK_RLE_COUNTS][row]) == 12
+        assert sorted(out[col.MASK_PROMPT_INDEX][row]) == list(range(12))
+        assert all(len(points) == 1 for points in out[col.MASK_PROMPT_POINTS][row])
+
+
+def test_results_do_not_depend_on_the_decoder_chunk_and_masks_are_valid(files):
+    batch, images = _batch()
+    a = _segment(files, chunk=5, top_n=20, **OPEN)(dict(batch))
+    b = _segment(files, chunk=64, top_n=20, **OPEN)(dict(batch))
+    assert [list(v) for v in a[col.MASK_RLE_COUNTS]] == [list(v) for v in b[col.MASK_RLE_COUNTS]]
+    size = list(images["img1"].shape[:2])
+    for counts, area in zip(a[col.MASK_RLE_COUNTS][1], a[col.MASK_AREA][1], strict=True):
+        assert decode_rle({"size": size, "counts": counts}).sum() == area
+
+
+def test_filters_drop_masks_as_in_grid_mode(files):
+    batch, _ = _batch()
+    strict = _segment(files, top_n=20, pred_iou_thresh=0.99)(dict(batch))
+    assert all(len(v) == 0 for v in strict[col.MASK_RLE_COUNTS])  # a random decoder never predicts IoU > 0.99
+    nms = _segment(files, top_n=20, **{**OPEN, "box_nms_thresh": 0.3})(dict(batch))
+    assert 0 < len(nms[col.MASK_RLE_COUNTS][0]) < 20
+    ious = np.asarray(nms[col.MASK_PREDICTED_IOU][0])
+    assert np.all(np.diff(ious) <= 0)  # ordered by predicted IoU, as grid mode
+
+
+def test_missing_head_is_an_error():
+    with pytest.raises(ValueError, match="autoppn.weights"):
+        Segment(ModelConfig(name="mini-l"), "autoppn", GridConfig(), BoxesConfig(), StorageConfig(), 8)

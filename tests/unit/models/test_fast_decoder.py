@@ -1,0 +1,105 @@
+"""The reformulated mask decoder equals SAM's decoder (``decode_masks``) on the fixture models and a full-size head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models import create_model
+from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder
+from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
+from pipeline.prompts import make_prompts
+from pipeline.runtime.torch_backend import TorchSam
+from tests.fixtures import fixture_model
+
+
+@pytest.fixture(scope="module", params=["mini-l", "mini-xl", "l0-random"])
+def model(request):
+    if request.param == "l0-random":  # the decoder every official variant has (mlp 2048, IoU head 256)
+        return create_model("efficientvit-sam-l0", seed=3)
+    return fixture_model(request.param.split("-")[1])
+
+
+def _inputs(seed: int, images: int, points: int, boxes: int):
+    g = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(images, 256, 64, 64, generator=g)
+    point_prompts = make_prompts(
+        np.arange(points) % images,  # interleaved images: one call mixes them
+        (torch.rand(points, 1, 2, generator=g) * 1000).numpy(),
+        np.ones((points, 1)),
+    )
+    box_xy = torch.rand(boxes, 2, 2, generator=g).sort(dim=1).values * 1000
+    box_prompts = make_prompts(np.arange(boxes)[::-1] % images, boxes=box_xy.reshape(-1, 4).numpy())
+    return embeddings, [point_prompts, box_prompts]
+
+
+def _reference(model, embeddings, prompts):
+    pe = model.prompt_encoder
+    sparse = embed_prompt_tokens(pe, torch.from_numpy(prompts.coords), torch.from_numpy(prompts.labels))
+    dense = embed_dense(pe, None, len(prompts))
+    index = torch.as_tensor(prompts.image_index)
+    return decode_masks(model.mask_decoder, embeddings[index], pe.get_dense_pe(), sparse, dense), sparse
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@torch.inference_mode()
+def test_equals_sam_decoder_for_points_and_boxes_across_images(model) -> None:
+    embeddings, batches = _inputs(0, images=3, points=7, boxes=5)
+    pe = model.prompt_encoder
+    fast = FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4)
+    contexts = {i: fast.image_context(embeddings[i]) for i in range(3)}
+    for prompts in batches:
+        (expected_logits, expected_iou), sparse = _reference(model, embeddings, prompts)
+        logits, iou = fast(contexts, prompts.image_index, sparse)
+        assert logits.shape == expected_logits.shape == (len(prompts), 4, 256, 256)
+        assert _rel(logits, expected_logits) <= 1e-5
+        assert float((iou - expected_iou).abs().max()) <= 1e-5
+
+
+@torch.inference_mode()
+def test_hints_skip_only_what_is_not_read() -> None:
+    model = fixture_model("l")
+    embeddings, (points, _) = _inputs(1, images=2, points=10, boxes=1)
+    pe = model.prompt_encoder
+    fast = FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=5)
+    contexts = {i: fast.image_context(embeddings[i]) for i in range(2)}
+    (expected, expected_iou), sparse = _reference(model, embeddings, points)
+    best = expected_iou[:, 1:].amax(dim=1)
+    threshold = float(best.sort().values[4:6].mean())  # half the prompts above, none within rounding of it
+    read_hw = np.array([[193, 130], [97, 256]])[points.image_index]  # per prompt: its image's window
+    hints = DecodeHints(mask_tokens=(1, 2, 3), min_iou=threshold, low_res_hw=read_hw)
+    logits, iou = fast(contexts, points.image_index, sparse, hints)
+    assert float((iou - expected_iou).abs().max()) <= 1e-5
+    kept = (best > threshold).numpy()
+    assert 0 < kept.sum() < len(kept)
+    for i in range(len(points)):
+        if kept[i]:
+            h, w = read_hw[i]
+            assert _rel(logits[i, :, :h, :w], expected[i, :, :h, :w]) <= 1e-5
+        else:
+            assert not logits[i].any()  # nothing read: not computed
+
+
+@torch.inference_mode()
+def test_torch_runtime_uses_it_and_keeps_mask_inputs_on_the_reference_path() -> None:
+    model = fixture_model("l")
+    embeddings, (points, _) = _inputs(2, images=2, points=6, boxes=1)
+    fast, plain = TorchSam(model, decoder_chunk=4), TorchSam(model, decoder_chunk=4, fast_decoder=False)
+    for a, b in zip(fast.decode(embeddings, points), plain.decode(embeddings, points), strict=True):
+        assert _rel(a, b) <= 1e-5
+    masked = make_prompts(
+        points.image_index, points.coords[:, :1], np.ones((6, 1)), mask_input=np.ones((6, 1, 256, 256))
+    )
+    for a, b in zip(fast.decode(embeddings, masked), plain.decode(embeddings, masked), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bad_group_size_is_refused() -> None:
+    model = fixture_model("l")
+    pe = model.prompt_encoder
+    with pytest.raises(ValueError, match="group"):
+        FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=0)

@@ -1,0 +1,31 @@
+"""The accuracy gate: bf16 on CPU passes against fp32 on the fixture model; a different model fails it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.models import create_model
+from pipeline.runtime.accuracy import accuracy_gate
+from pipeline.runtime.torch_backend import TorchSam
+from tests.fixtures import fixture_images, fixture_model
+
+
+@pytest.fixture(scope="module")
+def reference() -> TorchSam:
+    return TorchSam(fixture_model("l"))
+
+
+def test_bf16_encoder_passes_the_gate(reference) -> None:
+    image = fixture_images()["img0"]
+    result = accuracy_gate(TorchSam(fixture_model("l"), precision="bf16"), reference, [image])
+    assert result.passed and result.prompts == 18
+    assert 0.98 <= result.mask_iou_mean < 1.0  # bf16 does change the embedding, a little
+    assert 0 < result.embedding_rel_error < 0.05
+
+
+def test_other_weights_fail_the_gate(reference) -> None:
+    image = fixture_images()["img0"]
+    result = accuracy_gate(TorchSam(create_model("mini-l", seed=1)), reference, [image])
+    assert not result.passed and result.mask_iou_mean < 0.9
+    with pytest.raises(ValueError, match="at least one image"):
+        accuracy_gate(reference, reference, [])

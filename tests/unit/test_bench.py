@@ -1,0 +1,58 @@
+"""``python -m jobs.bench`` runs both sides on CPU and reports times, stages, the ratio and the agreement."""
+
+from __future__ import annotations
+
+import json
+
+from jobs.bench import main
+from pipeline.timing import STAGES
+
+
+def test_boxes_bench_reports_both_sides_and_agreement(tmp_path, capsys) -> None:
+    out = tmp_path / "report.json"
+    argv = ["--model", "mini-l", "--images", "1", "--size", "120x160", "--prompts", "boxes", "--boxes-per-image", "3"]
+    assert main([*argv, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for side in ("ours", "reference"):
+        assert report[side]["seconds"] > 0 and report[side]["prompts_per_image"] == 3
+        assert report[side]["masks_per_image"] == 3  # thresholds 0: one mask per box
+    assert set(report["ours"]["stage_seconds"]) <= set(STAGES)
+    assert {"read", "decode", "encode", "decode_masks", "rle", "write"} <= set(report["ours"]["stage_seconds"])
+    assert report["speedup"] > 0
+    assert report["agreement"]["mask_iou"]["n"] == 3 and report["agreement"]["mask_iou"]["min"] >= 0.99
+    assert report["conditions"]["weights"].startswith("random")
+    table = capsys.readouterr().out
+    assert "speedup" in table and "reference" in table
+
+
+def test_grid_bench_on_a_folder_reports_matched_masks(tmp_path) -> None:
+    from pipeline.bench.data import write_images
+
+    folder = tmp_path / "photos"
+    write_images(folder, 1, (100, 150), seed=3)
+    out = tmp_path / "grid.json"
+    argv = ["--model", "mini-l", "--input", str(folder), "--prompts", "grid", "--points-per-side", "2"]
+    # Random weights: thresholds off so that both sides keep masks (all boxes are the whole image: one survives NMS).
+    lax = [
+        "--set",
+        "grid.pred_iou_thresh=0",
+        "--set",
+        "grid.stability_score_thresh=0",
+        "--set",
+        "grid.max_mask_area_frac=1",
+    ]
+    assert main([*argv, *lax, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["ours"]["prompts_per_image"] == report["reference"]["prompts_per_image"] == 4
+    agreement = report["agreement"]
+    assert agreement["reference_masks"] >= 1 and agreement["fraction_matched"] == 1.0
+
+
+def test_encoder_only_and_bad_flags(tmp_path, capsys) -> None:
+    out = tmp_path / "enc.json"
+    argv = ["--model", "mini-l", "--encoder-only", "--batch-sizes", "1,2", "--iterations", "1", "--json", str(out)]
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, 2] and all(r["images_per_second"] > 0 for r in rows)
+    assert main(["--model", "mini-l", "--input", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
