@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,onnx,yolo,train
 
-.PHONY: setup demo test lint
+.PHONY: setup browser demo test lint
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,14 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/python -m jobs.label --config jobs/configs/demo.yaml --input tests/data/images --output out/demo
 
-test: setup
+# The review report's screenshot test drives a headless Chromium (Debian package); installed when missing and possible.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: chromium could not be installed; the report screenshot test will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

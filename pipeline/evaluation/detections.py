@@ -60,7 +60,7 @@ def segment_detections(
             ]
         )
         masks = best_masks(runtime, encoded, make_prompts(index, boxes=boxes), encoded.original_hw[index])
-        rles = encode_rle(np.stack(masks))
+        rles = [encode_rle(mask[None])[0] for mask in masks]  # images of a chunk may differ in size
         for det, rle in zip([d for image_dets in dets for d in image_dets], rles, strict=True):
             results.append(
                 {

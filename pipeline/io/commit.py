@@ -4,6 +4,7 @@ _SUCCESS (last)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from typing import Literal
 
@@ -18,6 +19,8 @@ from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUC
 from pipeline.io.tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
 from pipeline.redact import redact
 from pipeline.report.write import write_report
+
+log = logging.getLogger(__name__)
 
 
 class IncompleteRunError(RuntimeError):
@@ -75,7 +78,10 @@ def commit_run(
             "prompts": run_info.get("config", {}).get("prompts", {}).get("mode", ""),
             "output": redact(output_uri),
         }
-        write_report(output_uri, storage, report_sample, meta)
+        try:
+            write_report(output_uri, storage, report_sample, meta)
+        except Exception as e:  # the report is a view of the labels: never fail a finished run over it
+            log.warning("review report not written (%s: %s)", type(e).__name__, redact(str(e)))
     st.write_bytes(st.join_uri(output_uri, SUCCESS), b"", storage)
     return counts
 

@@ -79,7 +79,8 @@ def _boxes_and_labels(canvas: np.ndarray, masks: Sequence[OverlayMask], scale: f
         x, y, bw, bh = (float(v) * scale for v in m.bbox_xywh)
         if bw <= 0 or bh <= 0:
             continue
-        draw.rectangle([x, y, x + bw - 1, y + bh - 1], outline=colour, width=1)
+        # Boxes under a pixel wide after downscaling still get a one-pixel outline.
+        draw.rectangle([x, y, max(x, x + bw - 1), max(y, y + bh - 1)], outline=colour, width=1)
         left, top, right, bottom = draw.textbbox((x, y), m.label, font=font)
         ty = max(0.0, y - (bottom - top) - 2)
         draw.rectangle([x, ty, x + (right - left) + 3, ty + (bottom - top) + 2], fill=colour)
