@@ -168,14 +168,11 @@ def _image_owners(output_uri: str, storage: StorageConfig) -> list[tuple[str, st
     uris = [uri for uri, _ in _list(st.join_uri(output_uri, IMAGES), storage) if uri.endswith(".parquet")]
     if not uris:
         return []
-    fs, _ = st.filesystem(uris[0], storage)
-    dataset = pads.dataset([st.filesystem(uri, storage)[1] for uri in uris], filesystem=fs, format="parquet")
     owners = []
-    for fragment in dataset.get_fragments():
-        part = fragment.path.rsplit("/", 1)[-1]
-        owners.extend(
-            (image_id, part) for image_id in fragment.to_table(columns=[col.IMAGE_ID])[col.IMAGE_ID].to_pylist()
-        )
+    for uri in uris:
+        # One whole-object GET per part: pyarrow's small ranged footer reads fail without retry when S3 throttles.
+        ids = pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)), columns=[col.IMAGE_ID])[col.IMAGE_ID]
+        owners.extend((image_id, uri.rsplit("/", 1)[-1]) for image_id in ids.to_pylist())
     return owners
 
 

@@ -75,8 +75,8 @@ def _parts(output_uri: str, folder: str, storage: StorageConfig) -> list[str]:
 
 
 def _read(uri: str, storage: StorageConfig, columns: list[str]) -> pa.Table:
-    fs, path = st.filesystem(uri, storage)
-    return pq.read_table(path, filesystem=fs, columns=columns)
+    # One whole-object GET per part: pyarrow's small ranged footer reads fail without retry when S3 throttles them.
+    return pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)), columns=columns)
 
 
 def _keep(heap: list, item: tuple, n: int) -> None:

@@ -17,7 +17,8 @@ from tests.e2e.test_nightly import SETTINGS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "images"
 LAYOUT = re.compile(
-    r"^((annotations|errors|images)/part-[0-9a-f]{24}\.parquet|coco\.json|run\.json|_SUCCESS|_started\.json)$"
+    r"^((annotations|errors|images)/part-[0-9a-f]{24}\.parquet|coco\.json|run\.json|_SUCCESS|_started\.json"
+    r"|report/index\.html|report/overlays/[0-9]{3}\.png)$"
 )
 
 
