@@ -1,6 +1,9 @@
 """The AutoPPN training job on Ray Train (CPU worker): a tiny frozen encoder (mini-l) and a small head learn object
 centres and boxes on generated shapes; the real validation code measures recall on held-out generated images
-(box masks: the tiny encoder's mask decoder is untrained). A rerun resumes from the finished run's checkpoint."""
+(box masks: the tiny encoder's mask decoder is untrained). A rerun resumes from the finished run's checkpoint.
+
+The random encoder gives the head no notion of an object's extent, so the head needs the receptive field of four
+MSPM blocks (±18 output cells) to regress the boxes of the larger shapes; with two it stalls at recall ~0.78."""
 
 from __future__ import annotations
 
@@ -17,18 +20,18 @@ SETTINGS = [
     "model.name=mini-l",
     "head.channels=32",
     "head.out_stride=16",
-    "optim.epochs=30",
+    "head.mspm_blocks=4",
+    "optim.epochs=50",
     "optim.batch_size=4",
     "optim.lr=0.003",
     "optim.box_weight=2.0",
     "val.mask_source=box",
-    "val.every=10",
+    "val.every=50",
     "workers.use_gpu=false",
     "ray.progress=false",
 ]
 
 
-@pytest.mark.slow
 def test_head_learns_shape_centres_to_recall_0_9(ray_cluster, tmp_path):
     train = write_shapes_dataset(tmp_path / "train", 48, seed=1, ellipses=False)
     val = write_shapes_dataset(tmp_path / "val", 16, seed=2, ellipses=False)
