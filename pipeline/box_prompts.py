@@ -15,7 +15,14 @@ import torch
 from pipeline.config import BoxesConfig
 from pipeline.geometry import boxes_to_prompt_frame
 from pipeline.grid_lowres import read_low_res_hw
-from pipeline.masks import ImageMasks, best_of, encode_rle, masks_to_boxes_xyxy, stability_score, upscale_logits
+from pipeline.masks import (
+    ImageMasks,
+    best_of,
+    encode_rle_transposed,
+    masks_to_boxes_xyxy,
+    stability_score,
+    upscale_logits,
+)
 from pipeline.models.fast_decoder import DecodeHints
 from pipeline.predictor import EncodedImages, predict
 from pipeline.prompts import PromptBatch, make_prompts
@@ -81,17 +88,20 @@ def _image_masks(
         np.flatnonzero((iou > cfg.pred_iou_thresh).cpu().numpy()) if cfg.pred_iou_thresh > 0 else np.arange(len(iou))
     )
     rles, boxes, areas, stability, kept = [], [], [], [], []
+    h, w = original_hw
     for start in range(0, len(keep), UPSCALE_CHUNK):
         rows = keep[start : start + UPSCALE_CHUNK]
-        full = upscale_logits(low_res[torch.as_tensor(rows, device=low_res.device)], original_hw)  # [k,h,w]
-        score = stability_score(full, cfg.stability_score_offset)
+        # Upsampled transposed ([k,w,h]): that memory is the column-major layout COCO RLE reads, so no copy is made.
+        low_res_t = low_res[torch.as_tensor(rows, device=low_res.device)].transpose(-1, -2)
+        full_t = upscale_logits(low_res_t, (w, h))  # [k,w,h]
+        score = stability_score(full_t, cfg.stability_score_offset)
         ok = (score >= cfg.stability_score_thresh).cpu().numpy()
-        masks = full[torch.as_tensor(ok, device=full.device)] > 0
+        masks_t = full_t[torch.as_tensor(ok, device=full_t.device)] > 0
         stability.append(score.cpu().numpy()[ok])
-        boxes.append(masks_to_boxes_xyxy(masks).cpu().numpy())
-        masks_np = masks.cpu().numpy()
+        boxes.append(masks_to_boxes_xyxy(masks_t).cpu().numpy()[:, [1, 0, 3, 2]])
+        masks_np = masks_t.cpu().numpy()
         areas.append(masks_np.sum((1, 2), dtype=np.int64))
-        rles.extend(encode_rle(masks_np))
+        rles.extend(encode_rle_transposed(masks_np))
         kept.append(rows[ok])
     if not kept:
         return ImageMasks.empty()

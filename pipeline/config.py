@@ -56,8 +56,8 @@ class ModelConfig:
     """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, or cuda[:N]; decided inside each worker."""
-    channels_last: bool = False
-    """torch backend: run the encoder in channels-last memory format (faster convolutions on recent GPUs)."""
+    channels_last: bool = True
+    """torch backend: run the encoder in channels-last memory format (faster convolutions on CPUs and GPUs)."""
     compile: bool = False
     """torch backend: torch.compile the encoder (slow first call per input shape)."""
     cache_dir: str | None = None
