@@ -2,8 +2,8 @@
 
 Per step: ``images_per_step`` images, ``masks_per_image`` masks each (:mod:`pipeline.train.sam_data`); per image the GT
 boxes or 1-``max_points`` positive points; per step multimask output (3 masks, lowest-loss one trained) or the
-single-mask token, 50/50; loss 20·BCE + Dice (+ IoU-head MSE) on the low-res logits (:mod:`pipeline.train.losses`);
-AdamW (no weight decay on norms and biases), linear warmup then cosine decay, gradient clipping. The model runs
+single-mask token, 50/50; loss pixel_weight·BCE (20 by default) + Dice (+ IoU-head MSE) on the low-res logits
+(:mod:`pipeline.train.losses`); AdamW (no weight decay on norms and biases), linear warmup then cosine decay, gradient clipping. The model runs
 through the same prompt tokenisation and decoder functions as inference, so what is trained is what is served.
 Checkpoints are plain state dicts in safetensors (fp16 by default, which the loader converts back to fp32).
 """
@@ -64,7 +64,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     """Steps between intermediate checkpoints (0: only the final one)."""
     focal: bool = False
-    """Focal loss (SAM's paper) instead of BCE (EfficientViT-SAM's code) for the 20x pixel term."""
+    """Focal loss (SAM's paper) instead of BCE (EfficientViT-SAM's code) for the pixel term."""
+    pixel_weight: float = 20.0
+    """Weight of the pixel term against Dice (20 in SAM and EfficientViT-SAM, which fine-tune pretrained encoders;
+    from random weights 20 drove a 2-core run to all-background masks within 50 steps, 1 did not)."""
     half: bool = True
     """Store floating-point weights as fp16 (half the file; the loader converts back to fp32)."""
     device: str = "cpu"
@@ -138,7 +141,7 @@ def train(data: CocoMasks, out: Path, cfg: TrainConfig) -> dict:
 
     model = create_model(cfg.model, seed=cfg.seed).to(pick_device(cfg.device)).train()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=1e-8)
-    weights = LossWeights(focal=cfg.focal)
+    weights = LossWeights(bce=cfg.pixel_weight, focal=cfg.focal)
     history, window, start = [], [], time.time()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
