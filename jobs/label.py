@@ -21,6 +21,7 @@ from pipeline.job import (
     EXIT_OK,
     describe_failure,
     emit_summary,
+    fail_run,
     label_output,
     open_output,
     prepare_labeling,
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         labeling = prepare_labeling(cfg)
         opened = open_output(labeling, cfg.output.uri)
     except (ValueError, OSError) as e:
-        return _fail(summary, args, cfg, EXIT_BAD_INPUT, "bad_input", describe_failure(e))
+        return fail_run(summary, args.summary_json, cfg, EXIT_BAD_INPUT, "bad_input", describe_failure(e))
     if opened.state.complete:
         print(f"samlabel: {redact(cfg.output.uri)} already holds this completed run; nothing to do")
         emit_summary({**summary, "status": "already_complete", "exit_code": EXIT_OK}, args.summary_json, cfg)
@@ -63,16 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the run failed after work started: no _SUCCESS, rerun to resume
         log.debug("run failed", exc_info=True)
         message = f"the run failed ({describe_failure(e)}); rerun the same command to resume"
-        return _fail(summary, args, cfg, EXIT_FAILED, "failed", message)
+        return fail_run(summary, args.summary_json, cfg, EXIT_FAILED, "failed", message)
     print(result.pop("line"))
     emit_summary({**summary, **result, "status": "complete", "exit_code": EXIT_OK}, args.summary_json, cfg)
     return EXIT_OK
-
-
-def _fail(summary: dict, args: argparse.Namespace, cfg: LabelConfig | None, code: int, status: str, error: str) -> int:
-    print(f"samlabel: error: {error}", file=sys.stderr)
-    emit_summary({**summary, "status": status, "exit_code": code, "error": error}, args.summary_json, cfg)
-    return code
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pipeline.job import (
     EXIT_OK,
     describe_failure,
     emit_summary,
+    fail_run,
     prepare_labeling,
 )
 from pipeline.nightly.lock import LockHeldError
@@ -61,23 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         options = NightOptions(cfg.output.uri, relabel=args.relabel, lock_ttl_s=args.lock_ttl, limit=limit)
         result = run_night(labeling, options, started_at=start)
     except LockHeldError as e:
-        return _fail(summary, args, cfg, EXIT_LOCKED, "locked", describe_failure(e))
+        return fail_run(summary, args.summary_json, cfg, EXIT_LOCKED, "locked", describe_failure(e))
     except NightFailedError as e:
         log.debug("night failed", exc_info=True)
         message = f"the night failed ({describe_failure(e)}); rerun the same command to resume"
-        return _fail(summary, args, cfg, EXIT_FAILED, "failed", message)
+        return fail_run(summary, args.summary_json, cfg, EXIT_FAILED, "failed", message)
     except (ValueError, OSError) as e:
-        return _fail(summary, args, cfg, EXIT_BAD_INPUT, "bad_input", describe_failure(e))
+        return fail_run(summary, args.summary_json, cfg, EXIT_BAD_INPUT, "bad_input", describe_failure(e))
     if result["status"] == "nothing_new":
         print(f"samlabel: nothing new in {args.input} for these settings; nothing to do")
     emit_summary({**summary, **result, "exit_code": EXIT_OK}, args.summary_json, cfg)
     return EXIT_OK
-
-
-def _fail(summary: dict, args: argparse.Namespace, cfg: LabelConfig | None, code: int, status: str, error: str) -> int:
-    print(f"samlabel: error: {error}", file=sys.stderr)
-    emit_summary({**summary, "status": status, "exit_code": code, "error": error}, args.summary_json, cfg)
-    return code
 
 
 if __name__ == "__main__":

@@ -158,3 +158,10 @@ def emit_summary(summary: dict, path: str | None, cfg: LabelConfig | None = None
         except (OSError, ValueError) as e:
             warning = f"samlabel: warning: cannot write the summary to {redact(path)}: {describe_failure(e)}"
             print(warning, file=sys.stderr)
+
+
+def fail_run(summary: dict, path: str | None, cfg: LabelConfig | None, code: int, status: str, error: str) -> int:
+    """Prints ``error`` as the one-line ``samlabel: error:`` message, emits the summary with it; returns ``code``."""
+    print(f"samlabel: error: {error}", file=sys.stderr)
+    emit_summary({**summary, "status": status, "exit_code": code, "error": error}, path, cfg)
+    return code

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from pipeline.config import GridConfig
 from pipeline.geometry import PIXEL_MEAN, PIXEL_STD, PROMPT_FRAME, resize_longest_side
 from pipeline.masks import MASK_THRESHOLD
 from pipeline.models.sam import EfficientViTSam
@@ -113,3 +114,24 @@ class ReferenceMaskGenerator(SamAutomaticMaskGenerator):
         # The base class builds a SamPredictor, which only needs ``image_encoder.img_size``; replace it after.
         super().__init__(SimpleNamespace(image_encoder=SimpleNamespace(img_size=PROMPT_FRAME)), **kwargs)
         self.predictor = ReferencePredictor(model)
+
+
+GRID_KEYS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
+"""The GridConfig fields that are SAM's automatic mask generator's arguments of the same name and meaning."""
+
+
+def generator_kwargs(cfg: GridConfig) -> dict:
+    """Arguments of :class:`ReferenceMaskGenerator` for the same grid settings, masks as COCO RLE."""
+    return {name: getattr(cfg, name) for name in GRID_KEYS} | {"output_mode": "coco_rle"}

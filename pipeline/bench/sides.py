@@ -30,22 +30,8 @@ from pipeline.config import LabelConfig
 from pipeline.io.run_output import write_part
 from pipeline.masks import encode_rle
 from pipeline.models import EfficientViTSam, model_card
-from pipeline.reference import ReferenceMaskGenerator, ReferencePredictor
+from pipeline.reference import ReferenceMaskGenerator, ReferencePredictor, generator_kwargs
 from pipeline.timing import StageTimer
-
-GRID_KEYS = (
-    "points_per_side",
-    "points_per_batch",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "stability_score_offset",
-    "box_nms_thresh",
-    "crop_n_layers",
-    "crop_nms_thresh",
-    "crop_overlap_ratio",
-    "crop_n_points_downscale_factor",
-    "min_mask_region_area",
-)
 
 
 @dataclass
@@ -172,7 +158,7 @@ def run_reference_boxes(model: EfficientViTSam, files: list[Path], boxes: list[n
 
 def run_reference_grid(model: EfficientViTSam, files: list[Path], cfg: LabelConfig) -> SideResult:
     """One image at a time through SAM's automatic mask generator with the same grid settings (COCO RLE output)."""
-    generator = ReferenceMaskGenerator(model, **{k: getattr(cfg.grid, k) for k in GRID_KEYS}, output_mode="coco_rle")
+    generator = ReferenceMaskGenerator(model, **generator_kwargs(cfg.grid))
     result, timer = SideResult(), StageTimer()
     set_image = generator.predictor.set_image
 

@@ -3,8 +3,9 @@
 Per step: ``images_per_step`` images, ``masks_per_image`` masks each (:mod:`pipeline.train.sam_data`); per image the GT
 boxes or 1-``max_points`` positive points; per step multimask output (3 masks, lowest-loss one trained) or the
 single-mask token, 50/50; loss pixel_weight·BCE (20 by default) + Dice (+ IoU-head MSE) on the low-res logits
-(:mod:`pipeline.train.losses`); AdamW (no weight decay on norms and biases), linear warmup then cosine decay, gradient clipping. The model runs
-through the same prompt tokenisation and decoder functions as inference, so what is trained is what is served.
+(:mod:`pipeline.train.losses`); AdamW (no weight decay on norms and biases), linear warmup then cosine decay,
+gradient clipping. The model runs through the same prompt tokenisation and decoder functions as inference, so what
+is trained is what is served.
 Checkpoints are plain state dicts in safetensors (fp16 by default, which the loader converts back to fp32).
 """
 

@@ -9,6 +9,33 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "images"
+"""The bundled sample photos."""
+FAST_GRID = [
+    "--set",
+    "grid.points_per_side=4",
+    "--set",
+    "grid.pred_iou_thresh=0.0",
+    "--set",
+    "grid.stability_score_thresh=0.0",
+    "--set",
+    "ray.progress=false",
+]
+"""A 4×4 grid with the filters opened up: seconds per run, and masks are kept even from random weights."""
+SMALL_RUN = [
+    "--model",
+    "mini-l",
+    *FAST_GRID,
+    "--set",
+    "output.images_per_part=2",
+    "--set",
+    "segment.batch_size=2",
+    "--set",
+    "decode.batch_size=2",
+]
+"""FAST_GRID on the tiny mini-l model, in batches and parts of 2 images (several parts from the bundled photos)."""
+
 
 @pytest.fixture(scope="session")
 def ray_context() -> Iterator[object]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ray.cluster_utils import Cluster
 
-from tests.e2e.test_nightly import SETTINGS
+from tests.e2e.conftest import SMALL_RUN as SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 

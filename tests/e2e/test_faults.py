@@ -22,8 +22,8 @@ import pytest
 
 from jobs.label import main as label_main
 from jobs.nightly import main as nightly_main
+from tests.e2e.conftest import SMALL_RUN as SETTINGS
 from tests.e2e.conftest import read_dataset
-from tests.e2e.test_nightly import SETTINGS
 from tests.faulty_proxy import FaultyProxy
 from tests.images import write_good_images
 

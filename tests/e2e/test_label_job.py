@@ -22,21 +22,10 @@ from jobs.label import main
 from pipeline.config import IMAGE_EXTENSIONS
 from pipeline.masks import decode_rle, mask_iou
 from pipeline.reference import ReferencePredictor
-from tests.e2e.conftest import read_dataset
+from tests.e2e.conftest import DATA, FAST_GRID, read_dataset
 from tests.fixtures import fixture_model, write_fixture_weights
 from tests.images import write_hostile_corpus
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "images"
-FAST_GRID = [
-    "--set",
-    "grid.points_per_side=4",
-    "--set",
-    "grid.pred_iou_thresh=0.0",
-    "--set",
-    "grid.stability_score_thresh=0.0",
-    "--set",
-    "ray.progress=false",
-]
 ANNOTATION_COLUMNS = {
     "image_id",
     "image_uri",

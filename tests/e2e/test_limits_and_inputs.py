@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from jobs.label import main as label_main
-from tests.e2e.conftest import read_dataset
-from tests.e2e.test_nightly import SETTINGS
+from tests.e2e.conftest import DATA, read_dataset
+from tests.e2e.conftest import SMALL_RUN as SETTINGS
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "images"
 LAYOUT = re.compile(
     r"^((annotations|errors|images)/part-[0-9a-f]{24}\.parquet|coco\.json|run\.json|_SUCCESS|_started\.json"
     r"|report/index\.html|report/overlays/[0-9]{3}\.png)$"

@@ -17,19 +17,7 @@ import pytest
 from jobs.label import main as label_main
 from jobs.render import main as render_main
 from pipeline.report.overlay import PALETTE
-from tests.e2e.conftest import read_dataset
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "images"
-FAST_GRID = [
-    "--set",
-    "grid.points_per_side=4",
-    "--set",
-    "grid.pred_iou_thresh=0.0",
-    "--set",
-    "grid.stability_score_thresh=0.0",
-    "--set",
-    "ray.progress=false",
-]
+from tests.e2e.conftest import DATA, FAST_GRID, read_dataset
 
 
 @pytest.fixture(scope="module")

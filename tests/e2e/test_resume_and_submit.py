@@ -13,29 +13,9 @@ import time
 from pathlib import Path
 
 from jobs.label import main
-from tests.e2e.conftest import read_dataset
+from tests.e2e.conftest import DATA, REPO, read_dataset
+from tests.e2e.conftest import SMALL_RUN as SETTINGS
 from tests.images import write_good_images
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "images"
-SETTINGS = [
-    "--model",
-    "mini-l",
-    "--set",
-    "grid.points_per_side=4",
-    "--set",
-    "grid.pred_iou_thresh=0.0",
-    "--set",
-    "grid.stability_score_thresh=0.0",
-    "--set",
-    "output.images_per_part=2",
-    "--set",
-    "segment.batch_size=2",
-    "--set",
-    "decode.batch_size=2",
-    "--set",
-    "ray.progress=false",
-]
 
 
 def _wait_for_parts(out: Path, proc: subprocess.Popen, timeout: float = 240) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from jobs.train_autoppn import main
 from pipeline.autoppn.checkpoint import load_head
 from pipeline.config import StorageConfig

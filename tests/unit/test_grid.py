@@ -30,7 +30,7 @@ from pipeline.grid_lowres import filter_low_res, low_res_boxes, valid_low_res_hw
 from pipeline.masks import decode_rle, mask_iou, masks_to_boxes_xyxy, select_masks, upscale_logits
 from pipeline.predictor import prepare_images
 from pipeline.prompts import PromptBatch, make_prompts
-from pipeline.reference import ReferenceMaskGenerator
+from pipeline.reference import ReferenceMaskGenerator, generator_kwargs
 from pipeline.runtime.torch_backend import TorchSam
 from tests.fixtures import fixture_images, fixture_model
 
@@ -133,23 +133,6 @@ def run_grid(runtime, images: list[np.ndarray], cfg: GridConfig) -> list[GridMas
     canvases, input_hw = prepare_images(images, runtime.encoder_input_size)
     original_hw = np.array([image.shape[:2] for image in images])
     return generate_grid_masks(runtime, canvases, input_hw, original_hw, cfg, originals=images)
-
-
-def generator_kwargs(cfg: GridConfig) -> dict:
-    names = (
-        "points_per_side",
-        "points_per_batch",
-        "pred_iou_thresh",
-        "stability_score_thresh",
-        "stability_score_offset",
-        "box_nms_thresh",
-        "crop_n_layers",
-        "crop_nms_thresh",
-        "crop_overlap_ratio",
-        "crop_n_points_downscale_factor",
-        "min_mask_region_area",
-    )
-    return {name: getattr(cfg, name) for name in names} | {"output_mode": "coco_rle"}
 
 
 def count_matched(reference: list[dict], fast: GridMasks) -> int:
