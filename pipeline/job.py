@@ -15,17 +15,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pipeline.config import (
-    LabelConfig,
-    fingerprint,
-    label_fingerprint,
-    labeling_settings,
-    to_dict,
-    validate_label_config,
-)
+from pipeline.config import LabelConfig, fingerprint, to_dict
 from pipeline.inputs import InputPlan, plan_inputs, remaining
 from pipeline.io import storage as st
 from pipeline.io.run_output import OutputState, prepare_output
+from pipeline.label_rules import label_fingerprint, labeling_settings, validate_label_config
 from pipeline.prompt_models import PromptModel, check_prompt_model
 from pipeline.redact import redact, redact_data
 

@@ -12,7 +12,7 @@ import yaml
 
 from jobs.nightly import parse_args
 from pipeline.cli import config_from_args
-from pipeline.config import validate_label_config
+from pipeline.label_rules import validate_label_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -2,14 +2,8 @@
 
 import pytest
 
-from pipeline.config import (
-    ConfigError,
-    LabelConfig,
-    label_fingerprint,
-    load_config,
-    to_dict,
-    validate_label_config,
-)
+from pipeline.config import ConfigError, LabelConfig, load_config, to_dict
+from pipeline.label_rules import label_fingerprint, validate_label_config
 
 
 def test_precedence_defaults_yaml_then_overrides(tmp_path):
