@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine; each one sets up the virtualenv it needs.
-#   make demo   label the bundled sample images on the embedded default (local Ray, local files, CPU)
+#   make demo   label generated shapes with the trained demo model on the embedded default (local Ray, local files,
+#               CPU) and print its evaluation against the committed validation number
 #   make test   run the test suite (CPU; starts its own local Ray and moto S3 server)
 PYTHON ?= python3
 VENV := .venv
@@ -16,8 +17,14 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed
 
+# The demo: generated shapes (validation split), labeled from their GT boxes by the committed demo model, then scored.
+DEMO := out/demo
 demo: setup
-	$(BIN)/python -m jobs.label --config jobs/configs/demo.yaml --input tests/data/images --output out/demo
+	$(BIN)/python -m jobs.shapes --out $(DEMO)/shapes --split val --num-images 200 --seed 1
+	$(BIN)/python -m jobs.label --config jobs/configs/demo.yaml --input $(DEMO)/shapes/val \
+	  --prompts-file $(DEMO)/shapes/val.json --output $(DEMO)/labels
+	$(BIN)/python -m jobs.evaluate --gt $(DEMO)/shapes/val.json --labels $(DEMO)/labels --protocols box \
+	  --compare pipeline/models/weights/demo_shapes.json --output $(DEMO)/evaluation.json
 
 # The review report's screenshot test drives a headless Chromium (Debian package); installed when missing and possible.
 browser:

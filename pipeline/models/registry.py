@@ -3,13 +3,16 @@
 A card carries what travels with the weights (encoder input size, default weight URI, licence), so no code
 branches on model names. Names: ``efficientvit-sam-{l0,l1,l2,xl0,xl1}`` (short forms ``l0`` ... accepted), the
 tiny ``mini-l`` / ``mini-xl`` architectures of the parity fixtures (random weights, for tests), and ``demo-shapes``,
-the small architecture ``jobs.train_sam`` trains on the generated shapes data (no trained weights ship yet).
+the small architecture ``jobs.train_sam`` trains on the generated shapes data, whose trained weights ship in
+``pipeline/models/weights/`` with a card (sha256, the command that made them, validation numbers).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -17,6 +20,8 @@ from pipeline.models.efficientvit import EfficientViTLargeBackbone
 from pipeline.models.sam import EfficientViTSam, SamNeck, build_efficientvit_sam
 
 HF_REPO = "mit-han-lab/efficientvit-sam"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEMO_CARD_FILE = WEIGHTS_DIR / "demo_shapes.json"
 L_BLOCKS = ("res", "fmb", "fmb", "mb", "att")
 XL_BLOCKS = ("res", "fmb", "fmb", "fmb", "att@3", "att@3")
 XL_EXPAND = (1, 4, 4, 4, 4, 6)
@@ -35,6 +40,8 @@ class ModelCard:
     """One line for ``--help`` and run.json."""
     license: str = "Apache-2.0"
     """Licence of the default weights."""
+    default_weights_sha256: str | None = None
+    """sha256 the default weights must have (checked when they are loaded)."""
 
 
 def _l_model(depths: list[int], neck_depth: int, mlp_dim: int = 2048, iou_hidden: int = 256) -> EfficientViTSam:
@@ -148,12 +155,16 @@ def _demo_shapes() -> EfficientViTSam:
     return model
 
 
-_DEMO_CARD = ModelCard(
-    "demo-shapes",
-    256,
-    None,
-    "small EfficientViT-SAM for training on the generated shapes data (48-channel embedding, 256px input)",
-)
+def _demo_card() -> ModelCard:
+    """The demo model's card: its committed weights and their sha256 come from ``weights/demo_shapes.json``."""
+    card = json.loads(DEMO_CARD_FILE.read_text())
+    return ModelCard(
+        "demo-shapes",
+        256,
+        str(WEIGHTS_DIR / card["weights"]),
+        "small EfficientViT-SAM trained on the generated shapes data (48-channel embedding, 256px input)",
+        default_weights_sha256=card["sha256"],
+    )
 
 
 def _official(variant: str, size: int) -> ModelCard:
@@ -173,7 +184,7 @@ _BUILDERS: dict[str, tuple[Callable[[], EfficientViTSam], ModelCard]] = {
     "efficientvit-sam-xl1": (lambda: _xl_model([1, 2, 2, 4, 6, 6], 12), _official("xl1", 1024)),
     "mini-l": (_mini_l, ModelCard("mini-l", 512, None, "tiny L-style test model (random weights unless given)")),
     "mini-xl": (_mini_xl, ModelCard("mini-xl", 1024, None, "tiny XL-style test model (random weights unless given)")),
-    "demo-shapes": (_demo_shapes, _DEMO_CARD),
+    "demo-shapes": (_demo_shapes, _demo_card()),
 }
 ALIASES = {
     "l0": "efficientvit-sam-l0",

@@ -20,6 +20,11 @@ def resolve_weights(model: ModelConfig) -> str | None:
     return model.weights or model_card(model.name).default_weights
 
 
+def expected_sha256(model: ModelConfig) -> str | None:
+    """The sha256 the weights must have: the configured one, else the card's for its own default weights."""
+    return model.weights_sha256 or (None if model.weights else model_card(model.name).default_weights_sha256)
+
+
 def cache_dir(model: ModelConfig) -> Path:
     return Path(model.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "samlabel"))
 
@@ -37,7 +42,7 @@ def load_model(model: ModelConfig, storage: StorageConfig) -> tuple[EfficientViT
         weights,
         storage=storage,
         cache_dir=model.cache_dir,
-        expected_sha256=model.weights_sha256,
+        expected_sha256=expected_sha256(model),
         model_name=model.name,
     )
     return sam, sha256
@@ -116,6 +121,6 @@ def verify_weights(model: ModelConfig, storage: StorageConfig) -> str | None:
         weights,
         storage=storage,
         cache_dir=model.cache_dir,
-        expected_sha256=model.weights_sha256,
+        expected_sha256=expected_sha256(model),
         model_name=model.name,
     )

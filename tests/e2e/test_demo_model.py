@@ -1,0 +1,55 @@
+"""The committed demo model (pipeline/models/weights/): its card's sha256 guards the weights, and the evaluation
+command reproduces the card's validation number on the regenerated validation split, as ``make demo`` checks it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from jobs.evaluate import main as evaluate_main
+from pipeline.config import ModelConfig, StorageConfig
+from pipeline.datasets.shapes import write_split
+from pipeline.models.checkpoint import CheckpointError
+from pipeline.models.registry import DEMO_CARD_FILE, WEIGHTS_DIR
+from pipeline.runtime import load_model
+
+CARD = json.loads(DEMO_CARD_FILE.read_text())
+
+
+def test_card_names_the_committed_file_and_its_sha256():
+    weights = WEIGHTS_DIR / CARD["weights"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == CARD["sha256"]
+    assert "jobs.train_sam" in CARD["reproduce"]["train"] and "jobs.shapes" in CARD["reproduce"]["data"]
+    sam, sha256 = load_model(ModelConfig(name="demo-shapes"), StorageConfig())  # the default weights, checked
+    assert sha256 == CARD["sha256"] and sam.encoder_input_size == 256
+
+
+def test_tampered_demo_weights_are_refused(tmp_path):
+    copy = tmp_path / "demo.safetensors"
+    shutil.copy(WEIGHTS_DIR / CARD["weights"], copy)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_model(ModelConfig(name="demo-shapes", weights=str(copy), weights_sha256="0" * 64), StorageConfig())
+
+
+def test_evaluation_reproduces_the_committed_box_miou(tmp_path, capsys):
+    split = CARD["validation"]["split"]
+    write_split(tmp_path, "val", split["num_images"], seed=split["seed"])
+    args = ["--gt", str(tmp_path / "val.json"), "--images", str(tmp_path / "val"), "--model", "demo-shapes"]
+    out = tmp_path / "eval.json"
+    code = evaluate_main([*args, "--protocols", "box", "--compare", str(DEMO_CARD_FILE), "--output", str(out)])
+    assert code == 0, capsys.readouterr().out
+    measured = json.loads(out.read_text())["box"]["miou"]["all"]
+    assert measured == pytest.approx(CARD["validation"]["box"]["miou"]["all"], abs=0.02)
+    assert "within 0.02" in capsys.readouterr().out
+
+
+def test_compare_fails_when_the_number_moved(tmp_path, capsys):
+    write_split(tmp_path, "val", 3, seed=5)
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({**CARD, "validation": {**CARD["validation"], "box": {"miou": {"all": 1.5}}}}))
+    args = ["--gt", str(tmp_path / "val.json"), "--images", str(tmp_path / "val"), "--model", "demo-shapes"]
+    assert evaluate_main([*args, "--protocols", "box", "--compare", str(card)]) == 1
+    assert "NOT within 0.02" in capsys.readouterr().out
