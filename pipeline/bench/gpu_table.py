@@ -9,7 +9,6 @@ actor. Runs on CPU too (slowly), which is how it is tested.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from pipeline.bench.data import photo_like, random_boxes
 from pipeline.bench.run import _with_weights
-from pipeline.bench.throughput import UtilisationSampler, encoder_throughput
+from pipeline.bench.throughput import encoder_throughput, timed_calls
 from pipeline.box_prompts import segment_boxes
 from pipeline.config import BoxesConfig, LabelConfig
 from pipeline.predictor import EncodedImages, prepare_images
@@ -36,21 +35,7 @@ def segment_throughput(runtime, batch: int, boxes_per_image: int, iterations: in
         encoded = EncodedImages(runtime.encode(canvases, input_hw), original_hw)
         segment_boxes(runtime, encoded, boxes, BoxesConfig())
 
-    once()
-    _sync(runtime.device)
-    with UtilisationSampler(runtime.device) as sampler:
-        start = time.perf_counter()
-        for _ in range(iterations):
-            once()
-        _sync(runtime.device)
-        seconds = time.perf_counter() - start
-    return {
-        "batch": batch,
-        "iterations": iterations,
-        "seconds": round(seconds, 4),
-        "images_per_second": round(batch * iterations / seconds, 2),
-        "gpu_utilization": sampler.mean,
-    }
+    return timed_calls(once, runtime.device, batch, iterations, warmup=1)
 
 
 def gpu_table(
@@ -76,8 +61,3 @@ def gpu_table(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return rows
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

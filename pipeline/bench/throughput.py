@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -64,13 +65,21 @@ def encoder_throughput(runtime: SamRuntime, batch: int, iterations: int, warmup:
     if device.type == "cuda":
         canvases = canvases.pin_memory()
     input_hw = np.full((batch, 2), size, np.int64)
+    return timed_calls(lambda: runtime.encode(canvases, input_hw), device, batch, iterations, warmup)
+
+
+def timed_calls(call: Callable[[], object], device: torch.device, batch: int, iterations: int, warmup: int) -> dict:
+    """Times ``iterations`` calls of ``call`` (``batch`` images each) after ``warmup`` calls, GPU utilisation sampled.
+
+    Returns ``{"batch", "iterations", "seconds", "images_per_second", "gpu_utilization"}``.
+    """
     for _ in range(warmup):
-        runtime.encode(canvases, input_hw)
+        call()
     _sync(device)
     with UtilisationSampler(device) as sampler:
         start = time.perf_counter()
         for _ in range(iterations):
-            runtime.encode(canvases, input_hw)
+            call()
         _sync(device)
         seconds = time.perf_counter() - start
     return {
