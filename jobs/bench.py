@@ -27,6 +27,7 @@ FLAGS = {
     "backend": "model.backend",
     "device": "model.device",
     "precision": "model.precision",
+    "decoder_precision": "model.decoder_precision",
     "threads": "segment.threads",
     "points_per_side": "grid.points_per_side",
 }
@@ -44,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", help="weight file for both sides (default: seeded random weights)")
     parser.add_argument("--backend", choices=["torch", "onnx", "tensorrt"])
     parser.add_argument("--device", help="cpu, cuda or auto")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="encoder precision (ours)")
+    parser.add_argument("--decoder-precision", choices=["fp32", "bf16"], help="mask decoder precision (ours)")
     parser.add_argument("--threads", type=int, help="compute threads (default: every core)")
     parser.add_argument("--config", help="YAML config (sections as in jobs/configs/label.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")

@@ -2,8 +2,9 @@
 
     python -m jobs.train_sam --train-json shapes/train.json --images shapes/train --out demo_shapes.safetensors
 
-Every TrainConfig field is a flag (``--steps 3000``, ``--lr 0.002`` ...). The run is deterministic for a given
-seed and thread count. Writes the weights (safetensors state dict) and ``<out>.log.json`` (config, loss curve).
+Every TrainConfig field is a flag (``--steps 3000``, ``--lr 0.002``, ``--init earlier.safetensors`` ...). The run
+is deterministic for a given seed and thread count. Writes the weights (safetensors state dict) and
+``<out>.log.json`` (config, loss curve).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.models.checkpoint import CheckpointError
 from pipeline.train.sam_data import CocoMasks
 from pipeline.train.sam_train import TrainConfig, train
 
@@ -47,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"train_sam: error: {e}", file=sys.stderr)
         return 2
-    summary = train(data, Path(args.out), cfg)
+    try:
+        summary = train(data, Path(args.out), cfg)
+    except CheckpointError as e:  # --init: raised before the first step
+        print(f"train_sam: error: --init {e}", file=sys.stderr)
+        return 2
     print(f"train_sam: {cfg.steps} steps in {summary['seconds']} s; weights in {args.out}")
     return 0
 

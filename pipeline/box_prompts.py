@@ -19,7 +19,7 @@ from pipeline.masks import (
     ImageMasks,
     best_of,
     encode_rle_transposed,
-    masks_to_boxes_xyxy,
+    rle_boxes_and_areas,
     stability_score,
     upscale_logits,
 )
@@ -98,10 +98,11 @@ def _image_masks(
         ok = (score >= cfg.stability_score_thresh).cpu().numpy()
         masks_t = full_t[torch.as_tensor(ok, device=full_t.device)] > 0
         stability.append(score.cpu().numpy()[ok])
-        boxes.append(masks_to_boxes_xyxy(masks_t).cpu().numpy()[:, [1, 0, 3, 2]])
-        masks_np = masks_t.cpu().numpy()
-        areas.append(masks_np.sum((1, 2), dtype=np.int64))
-        rles.extend(encode_rle_transposed(masks_np))
+        chunk_rles = encode_rle_transposed(masks_t.cpu().numpy())
+        chunk_boxes, chunk_areas = rle_boxes_and_areas(chunk_rles)
+        rles.extend(chunk_rles)
+        boxes.append(chunk_boxes)
+        areas.append(chunk_areas)
         kept.append(rows[ok])
     if not kept:
         return ImageMasks.empty()

@@ -20,6 +20,8 @@ def validate_label_config(cfg: LabelConfig) -> None:
         resolve_name(cfg.model.name)
     except ValueError as e:
         raise ConfigError(f"model.name: {e}") from None
+    if cfg.model.decoder_precision != "fp32" and cfg.model.backend != "torch":
+        raise ConfigError(f"model.decoder_precision={cfg.model.decoder_precision} needs model.backend=torch")
     if cfg.prompts.mode == "yolo" and not cfg.yolo.weights:
         raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")
     if cfg.prompts.mode == "autoppn" and not cfg.autoppn.weights:
@@ -109,6 +111,8 @@ def labeling_settings(
     params = {k: v for k, v in data[mode].items() if k not in _NOT_LABELS} if mode in data else {}
     settings = {
         "model": {k: data["model"][k] for k in ("name", "backend", "precision")},
+        # Added only when not fp32, so that the labels of runs made before the option keep their fingerprint.
+        **({"decoder_precision": cfg.model.decoder_precision} if cfg.model.decoder_precision != "fp32" else {}),
         "weights_sha256": weights_sha256,
         "prompts": mode,
         "params": params,

@@ -138,6 +138,18 @@ def encode_rle_transposed(masks_t: np.ndarray) -> list[dict]:
     return rles
 
 
+def rle_boxes_and_areas(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Tight XYXY boxes (inclusive pixel indices, zeros for empty masks) [N,4] float32 and areas [N] int64 of COCO
+    RLEs, read from the runs (cheaper than another pass over full-size masks)."""
+    if not rles:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    areas = np.asarray(mask_utils.area(rles), np.int64)
+    xywh = np.asarray(mask_utils.toBbox(rles), np.float32).reshape(-1, 4)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] - 1], axis=1)
+    boxes[areas == 0] = 0
+    return boxes, areas
+
+
 def decode_rle(rle: dict) -> np.ndarray:
     """A COCO compressed RLE dict → boolean mask [h, w]."""
     counts = rle["counts"]

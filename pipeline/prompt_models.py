@@ -30,9 +30,16 @@ def check_prompt_model(cfg: LabelConfig) -> PromptModel:
         return PromptModel(cfg.yolo.weights, digest, categories)
     if cfg.prompts.mode == "autoppn":
         from pipeline.autoppn.checkpoint import load_head
+        from pipeline.models import create_model
 
-        _, digest = load_head(
+        head, digest = load_head(
             cfg.autoppn.weights, cfg.storage, cache_dir=cfg.model.cache_dir, expected_sha256=cfg.autoppn.weights_sha256
         )
+        embed_dim = create_model(cfg.model.name, device="meta").embed_dim
+        if head.card.embed_dim != embed_dim:
+            raise ValueError(
+                f"autoppn.weights: {cfg.autoppn.weights} reads {head.card.embed_dim}-channel embeddings "
+                f"(trained on {head.card.sam_model or 'another model'}); {cfg.model.name} gives {embed_dim}"
+            )
         return PromptModel(cfg.autoppn.weights, digest)
     return PromptModel()

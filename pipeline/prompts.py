@@ -72,7 +72,7 @@ def make_prompts(
         if point_labels is None or points.ndim != 3 or points.shape[0] != p:
             raise ValueError(f"points must be [P,N,2] with P={p} and come with point_labels")
         coords.append(points)
-        labels.append(np.asarray(point_labels, dtype=np.float32).reshape(p, -1))
+        labels.append(np.asarray(point_labels, dtype=np.float32).reshape(p, points.shape[1]))
         if boxes is None:
             coords.append(np.zeros((p, 1, 2), np.float32))
             labels.append(np.full((p, 1), PAD_LABEL, np.float32))

@@ -1,6 +1,7 @@
 """The AutoPPN head (what is computed) and its config card (what travels with the weights).
 
-Input: the SAM image embedding [B,256,64,64] (one cell = 16 px of the 1024 prompt frame). Output, at stride
+Input: the SAM image embedding [B,C,64,64] (C = ``card.embed_dim``, 256 for the official models; one cell = 16 px
+of the 1024 prompt frame). Output, at stride
 ``out_stride`` of the 1024 frame (8: 128×128 cells, a ×2 bilinear upsample + 3×3 conv; 16: 64×64 cells):
 a point heatmap per size group (sigmoid, [B,G,H,W]) and box regressions per group ([B,G,4,H,W], see
 :mod:`pipeline.autoppn.boxes`). Layout follows ``reference/autoppn_distillation_eval.md`` §1.3: a 1×1 stem, MSPM
@@ -19,7 +20,6 @@ from torch import nn
 from torch.nn import functional as F
 
 CARD_FORMAT = "samlabel-autoppn/1"
-EMBED_DIM = 256
 EMBED_CELLS = 64
 PRIOR_BIAS = -2.19  # sigmoid(-2.19) ≈ 0.1: the heatmap starts near "no object" so early losses stay small
 BOX_PRIOR_PX = 64.0  # the box head starts at boxes reaching 64 px (1024 frame) from the centre on each side
@@ -37,6 +37,8 @@ class AutoPPNCard:
     """Output stride in the 1024 frame: 8 (128×128 cells) or 16 (64×64)."""
     group_thresholds: tuple[float, float] = (0.05, 0.25)
     """Size groups by r = max(box w, h) / max(image h, w): small r <= a, medium a < r < b, large r >= b."""
+    embed_dim: int = 256
+    """Channels C of the SAM embedding it reads (256 for every official model; cards without it mean 256)."""
     sam_model: str = ""
     """The SAM model whose embedding it was trained on (informational)."""
     format: str = CARD_FORMAT
@@ -76,8 +78,8 @@ class AutoPPNCard:
     def validate(self, where: str = "autoppn card") -> None:
         if self.out_stride not in (8, 16):
             raise ValueError(f"{where}: out_stride must be 8 or 16, got {self.out_stride}")
-        if self.channels < 1 or self.mspm_blocks < 0:
-            raise ValueError(f"{where}: channels must be >= 1 and mspm_blocks >= 0")
+        if self.channels < 1 or self.mspm_blocks < 0 or self.embed_dim < 1:
+            raise ValueError(f"{where}: channels and embed_dim must be >= 1 and mspm_blocks >= 0")
         a, b = self.group_thresholds
         if not 0 < a < b < 1:
             raise ValueError(f"{where}: group_thresholds must satisfy 0 < small < large < 1, got {a}, {b}")
@@ -109,7 +111,7 @@ class AutoPPN(nn.Module):
         card.validate()
         self.card = card
         c, g = card.channels, card.groups
-        self.stem = _conv_bn_gelu(EMBED_DIM, c, 1)
+        self.stem = _conv_bn_gelu(card.embed_dim, c, 1)
         self.blocks = nn.Sequential(*(MSPM(c) for _ in range(card.mspm_blocks)))
         self.refine = _conv_bn_gelu(c, c, 3) if card.out_stride == 8 else nn.Identity()
         self.point_head = nn.Sequential(_conv_bn_gelu(c, c, 3), nn.Conv2d(c, g, 1))
@@ -118,8 +120,10 @@ class AutoPPN(nn.Module):
         nn.init.constant_(self.box_head[-1].bias, math.log1p(BOX_PRIOR_PX / card.out_stride))
 
     def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if embeddings.ndim != 4 or embeddings.shape[1:] != (EMBED_DIM, EMBED_CELLS, EMBED_CELLS):
-            raise ValueError(f"AutoPPN expects embeddings [B,256,64,64], got {tuple(embeddings.shape)}")
+        expected = (self.card.embed_dim, EMBED_CELLS, EMBED_CELLS)
+        if embeddings.ndim != 4 or embeddings.shape[1:] != expected:
+            shape = ",".join(map(str, expected))
+            raise ValueError(f"AutoPPN expects embeddings [B,{shape}], got {tuple(embeddings.shape)}")
         x = self.blocks(self.stem(embeddings))  # [B,C,64,64]
         if self.card.out_stride == 8:
             x = self.refine(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))  # [B,C,128,128]

@@ -146,6 +146,7 @@ def _conditions(cfg: LabelConfig, files: list[Path], weights: str, device: torch
         "weights": weights,
         "backend": cfg.model.backend,
         "precision": cfg.model.precision,
+        "decoder_precision": cfg.model.decoder_precision,
         "prompts": cfg.prompts.mode,
         "settings": config["grid"] if cfg.prompts.mode == "grid" else config["boxes"],
         "segment": config["segment"],

@@ -173,7 +173,7 @@ class FastMaskDecoder:
             for start in range(0, len(rows), self.group):
                 part = rows[start : start + self.group]
                 index = torch.as_tensor(part, device=sparse.device)
-                iou[index] = self._decode_group(contexts[int(image)], sparse[index], hints, logits, part)
+                iou[index] = self._decode_group(contexts[int(image)], sparse[index], hints, logits, part).to(iou.dtype)
         return logits, iou
 
     def _decode_group(

@@ -60,6 +60,7 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
             decoder_chunk=decoder_chunk,
             channels_last=model.channels_last,
             compile=model.compile,
+            decoder_precision=model.decoder_precision,
         )
     if model.backend == "onnx":
         from pipeline.runtime.onnx_backend import OnnxSam

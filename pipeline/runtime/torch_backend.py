@@ -1,4 +1,5 @@
-"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder on request.
+"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder and bf16 autocast
+for the mask decoder on request.
 
 Prompts without a mask input go through :class:`pipeline.models.fast_decoder.FastMaskDecoder` (same results, a
 fraction of the work; ``fast_decoder=False`` runs SAM's decoder as written); prompts with one through
@@ -39,6 +40,7 @@ class TorchSam:
     GPU options for the encoder: ``precision`` bf16 / fp16 autocast (LayerNorm2d, LiteMLA attention and the neck's
     upsampling stay fp32 inside the model), ``channels_last`` memory format, ``compile`` (``torch.compile``, the
     first call per input shape is slow). Canvases from the host are uploaded from pinned memory.
+    ``decoder_precision`` bf16 runs the mask decoder under bf16 autocast (its outputs stay fp32).
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class TorchSam:
         fast_decoder: bool = True,
         channels_last: bool = False,
         compile: bool = False,
+        decoder_precision: Precision = "fp32",
     ) -> None:
         if decoder_chunk < 1:
             raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.precision = precision
+        self.decoder_precision = decoder_precision
         self.decoder_chunk = decoder_chunk
         self.encoder_input_size = model.encoder_input_size
         self.channels_last = channels_last
@@ -101,9 +105,13 @@ class TorchSam:
         for start in range(0, len(prompts), self.decoder_chunk):
             rows = slice(start, start + self.decoder_chunk)
             chunk_hints = None if hints is None else hints.take(rows)
-            low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
-            logits.append(low_res)
-            ious.append(iou)
+            if self.decoder_precision == "fp32":
+                low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
+            else:
+                with torch.autocast(self.device.type, dtype=_AUTOCAST[self.decoder_precision]):
+                    low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
+            logits.append(low_res.float())
+            ious.append(iou.float())
         if not logits:
             return torch.zeros((0, 4, 256, 256), device=self.device), torch.zeros((0, 4), device=self.device)
         return torch.cat(logits), torch.cat(ious)

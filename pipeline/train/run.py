@@ -21,6 +21,7 @@ from pipeline.autoppn.checkpoint import save_head
 from pipeline.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.config import to_dict
 from pipeline.io.storage import filesystem, read_bytes, uri_scheme, write_bytes
+from pipeline.models import create_model
 from pipeline.runtime import load_runtime, verify_weights
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.data import Sample, read_dataset
@@ -50,6 +51,7 @@ def run_training(cfg: TrainJobConfig, train: list[Sample], val: list[Sample], we
         mspm_blocks=cfg.head.mspm_blocks,
         out_stride=cfg.head.out_stride,
         group_thresholds=cfg.head.group_thresholds,
+        embed_dim=create_model(cfg.model.name, device="meta").embed_dim,
         sam_model=cfg.model.name,
     )
     use_gpu = cfg.workers.use_gpu if cfg.workers.use_gpu is not None else ray.cluster_resources().get("GPU", 0) >= 1

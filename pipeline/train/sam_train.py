@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "demo-shapes"
-    """Registered architecture to train from its seeded random initialisation."""
+    """Registered architecture to train (from its seeded random initialisation unless ``init`` is given)."""
+    init: str = ""
+    """Weights to start from (a path or URI the checkpoint loader takes, strict keys and shapes); the schedule
+    (warmup, cosine) starts afresh. Empty: the seeded random initialisation."""
     steps: int = 3000
     """Optimiser steps."""
     images_per_step: int = 4
@@ -135,12 +138,16 @@ def save_weights(model: torch.nn.Module, path: Path, half: bool) -> None:
 
 
 def train(data: CocoMasks, out: Path, cfg: TrainConfig) -> dict:
-    """Trains ``cfg.model`` from scratch and writes ``out`` (+ ``out.log.json``); returns the training summary."""
+    """Trains ``cfg.model`` (from scratch or ``cfg.init``) and writes ``out`` (+ ``out.log.json``); returns the
+    training summary."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    from pipeline.models.checkpoint import load_checkpoint
     from pipeline.runtime.torch_backend import pick_device
 
-    model = create_model(cfg.model, seed=cfg.seed).to(pick_device(cfg.device)).train()
+    model = create_model(cfg.model, seed=cfg.seed)
+    init_sha256 = load_checkpoint(model, cfg.init, model_name=cfg.model) if cfg.init else None
+    model = model.to(pick_device(cfg.device)).train()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=1e-8)
     weights = LossWeights(bce=cfg.pixel_weight, focal=cfg.focal)
     history, window, start = [], [], time.time()
@@ -162,6 +169,7 @@ def train(data: CocoMasks, out: Path, cfg: TrainConfig) -> dict:
             save_weights(model.eval(), out.with_name(f"{out.stem}.step{step + 1}{out.suffix}"), cfg.half)
             model.train()
     save_weights(model.eval(), out, cfg.half)
-    summary = {"config": asdict(cfg), "seconds": round(time.time() - start, 1), "history": history}
+    seconds = round(time.time() - start, 1)
+    summary = {"config": asdict(cfg), "init_sha256": init_sha256, "seconds": seconds, "history": history}
     out.with_name(out.name + ".log.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -1,5 +1,6 @@
 """The committed demo model (pipeline/models/weights/): its card's sha256 guards the weights, and the evaluation
-command reproduces the card's validation number on the regenerated validation split, as ``make demo`` checks it."""
+command reproduces the card's validation number on the regenerated validation split, as ``make demo`` checks it.
+Its AutoPPN head (same folder, same card) reads the demo model's 48-channel embedding and finds the shapes."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ import shutil
 import pytest
 
 from jobs.evaluate import main as evaluate_main
+from pipeline.autoppn.checkpoint import load_head
 from pipeline.config import ModelConfig, StorageConfig
 from pipeline.datasets.shapes import write_split
 from pipeline.models.checkpoint import CheckpointError
 from pipeline.models.registry import DEMO_CARD_FILE, WEIGHTS_DIR
-from pipeline.runtime import load_model
+from pipeline.runtime import load_model, load_runtime
+from pipeline.train.config import ValConfig
+from pipeline.train.data import read_dataset
+from pipeline.train.embeddings import encode_samples
+from pipeline.train.validate import evaluate
 
 CARD = json.loads(DEMO_CARD_FILE.read_text())
 
@@ -22,7 +28,9 @@ CARD = json.loads(DEMO_CARD_FILE.read_text())
 def test_card_names_the_committed_file_and_its_sha256():
     weights = WEIGHTS_DIR / CARD["weights"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == CARD["sha256"]
-    assert "jobs.train_sam" in CARD["reproduce"]["train"] and "jobs.shapes" in CARD["reproduce"]["data"]
+    stages = CARD["reproduce"]["train"]  # from scratch, then continued from the first run's weights (--init)
+    assert all("jobs.train_sam" in stage for stage in stages) and "jobs.shapes" in CARD["reproduce"]["data"]
+    assert "--init" in stages[-1] and len(CARD["reproduce"]["stage1_sha256"]) == 64
     sam, sha256 = load_model(ModelConfig(name="demo-shapes"), StorageConfig())  # the default weights, checked
     assert sha256 == CARD["sha256"] and sam.encoder_input_size == 256
 
@@ -53,3 +61,17 @@ def test_compare_fails_when_the_number_moved(tmp_path, capsys):
     args = ["--gt", str(tmp_path / "val.json"), "--images", str(tmp_path / "val"), "--model", "demo-shapes"]
     assert evaluate_main([*args, "--protocols", "box", "--compare", str(card)]) == 1
     assert "NOT within 0.02" in capsys.readouterr().out
+
+
+def test_committed_autoppn_head_finds_the_shapes(tmp_path):
+    ppn = CARD["autoppn"]
+    head, _ = load_head(str(WEIGHTS_DIR / ppn["weights"]), StorageConfig(), expected_sha256=ppn["sha256"])
+    assert head.card.embed_dim == 48 and head.card.sam_model == "demo-shapes"
+    write_split(tmp_path, "val", 40, seed=CARD["validation"]["split"]["seed"])  # held out: training used seed 0
+    samples = read_dataset(str(tmp_path / "val.json"), StorageConfig(), str(tmp_path / "val"))
+    runtime = load_runtime(ModelConfig(name="demo-shapes"), StorageConfig(), decoder_chunk=64)
+    embeddings = encode_samples(runtime, samples, StorageConfig())
+    result = evaluate(head, [(samples, embeddings)], ValConfig(), runtime)  # the training job's validation
+    # The card's recall is over 200 images; 40 images put it within a few points of that.
+    assert result["recall"] >= ppn["validation"]["recall_at_iou_0.5"] - 0.1, result
+    assert result["masks_per_image"] < 20  # proposals, not a dense grid

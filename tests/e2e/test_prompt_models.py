@@ -103,3 +103,11 @@ def test_missing_prompt_weights_fail_fast(ray_cluster, tmp_path, capsys, prompts
         ray_cluster, "--input", str(DATA), "--output", str(out), "--model", "mini-l", "--prompts", prompts, *extra
     )
     assert code == 2 and message in capsys.readouterr().err and not out.exists()
+
+
+def test_autoppn_head_of_another_embedding_width_fails_fast(ray_cluster, tmp_path, capsys):
+    weights = save_head(AutoPPN(AutoPPNCard(channels=8, out_stride=16, embed_dim=48)), tmp_path / "h48.safetensors")
+    out = tmp_path / "out"
+    args = ["--input", str(DATA), "--output", str(out), "--model", "mini-l", "--prompts", "autoppn"]
+    assert _label(ray_cluster, *args, "--set", f"autoppn.weights={weights}") == 2
+    assert "reads 48-channel embeddings" in capsys.readouterr().err and not out.exists()

@@ -1,5 +1,7 @@
 """Point-NMS (radius, threshold, top-N, groups, padding), the box encoding round trip, and the head's shapes."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ import torch
 from pipeline.autoppn.boxes import cell_centres, decode_ltrb, encode_ltrb
 from pipeline.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.autoppn.nms import point_nms
+from pipeline.autoppn.proposals import Proposals
+from pipeline.autoppn.segment import make_autoppn_prompts
 
 
 def _heat(peaks, groups=3, size=16):
@@ -70,6 +74,15 @@ def test_head_shapes_and_prior(stride, cells):
         head(torch.randn(1, 128, 64, 64))
 
 
+def test_head_reads_the_embedding_width_of_its_card():
+    card = AutoPPNCard(channels=8, out_stride=16, embed_dim=48)
+    heat, _ = AutoPPN(card).eval()(torch.randn(1, 48, 64, 64))
+    assert heat.shape == (1, 3, 64, 64)
+    assert AutoPPNCard.from_json(card.to_json(), "x").embed_dim == 48
+    legacy = {k: v for k, v in json.loads(card.to_json()).items() if k != "embed_dim"}
+    assert AutoPPNCard.from_json(json.dumps(legacy), "x").embed_dim == 256  # cards written before the field
+
+
 def test_card_parsing_is_strict():
     card = AutoPPNCard(channels=32, out_stride=16)
     assert AutoPPNCard.from_json(card.to_json(), "x") == card
@@ -79,3 +92,12 @@ def test_card_parsing_is_strict():
         AutoPPNCard.from_json('{"format": "samlabel-autoppn/1", "out_stride": 4}', "x")
     with pytest.raises(ValueError, match="not valid JSON"):
         AutoPPNCard.from_json("{", "x")
+
+
+@pytest.mark.parametrize("mode", ["box+point", "box", "point"])
+def test_a_batch_without_proposals_gives_no_prompts(mode):
+    empty = Proposals(
+        np.zeros(0, np.int64), np.zeros((0, 2), np.float32), np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0)
+    )
+    prompts, _ = make_autoppn_prompts(empty, mode)  # an untrained head's validation batch, a blank image's batch
+    assert len(prompts) == 0

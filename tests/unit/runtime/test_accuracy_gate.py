@@ -1,10 +1,15 @@
-"""The accuracy gate: bf16 on CPU passes against fp32 on the fixture model; a different model fails it."""
+"""The accuracy gate: bf16 on CPU (encoder, mask decoder, both) passes against fp32 on the fixture model; a different
+model fails it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
 from pipeline.models import create_model
+from pipeline.predictor import encode_images
+from pipeline.prompts import make_prompts
 from pipeline.runtime.accuracy import accuracy_gate
 from pipeline.runtime.torch_backend import TorchSam
 from tests.fixtures import fixture_images, fixture_model
@@ -21,6 +26,21 @@ def test_bf16_encoder_passes_the_gate(reference) -> None:
     assert result.passed and result.prompts == 18
     assert 0.98 <= result.mask_iou_mean < 1.0  # bf16 does change the embedding, a little
     assert 0 < result.embedding_rel_error < 0.05
+
+
+@pytest.mark.parametrize("encoder", ["fp32", "bf16"])
+def test_bf16_mask_decoder_passes_the_gate(reference, encoder) -> None:
+    image = fixture_images()["img1"]
+    candidate = TorchSam(fixture_model("l"), precision=encoder, decoder_precision="bf16")
+    result = accuracy_gate(candidate, reference, [image])
+    assert result.passed and result.mask_iou_mean < 1.0
+    low_res, iou = candidate.decode(*_one_box(candidate, image))
+    assert low_res.dtype == iou.dtype == torch.float32  # callers keep seeing fp32
+
+
+def _one_box(runtime: TorchSam, image):
+    encoded = encode_images(runtime, [image])
+    return encoded.embeddings, make_prompts(np.zeros(1, np.int64), boxes=np.array([[10.0, 10.0, 300.0, 200.0]]))
 
 
 def test_other_weights_fail_the_gate(reference) -> None:

@@ -1,11 +1,13 @@
 """The training job writes weights the labeling job loads (safetensors, plain state dict) and a loss curve; a short
 run on one image fits its masks better than the initialisation did."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from jobs.train_sam import main as train_main
 from pipeline.datasets.shapes import write_split
@@ -32,6 +34,25 @@ def test_training_job_writes_loadable_fp16_weights_and_its_log(shapes, tmp_path)
     assert model.mask_decoder.iou_token.weight.dtype == torch.float32
     log = json.loads((tmp_path / "w.safetensors.log.json").read_text())
     assert [h["step"] for h in log["history"]] == [1, 2] and log["config"]["steps"] == 2
+
+
+def test_init_continues_from_given_weights(shapes, tmp_path, capsys):
+    gt, images = shapes
+    base = ["--train-json", str(gt), "--images", str(images), "--images-per-step", "1", "--masks-per-image", "2"]
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert train_main([*base, "--out", str(first), "--steps", "2", "--seed", "3"]) == 0
+    # A step too small to move any fp16 weight: the second run's output is its starting point (BatchNorm running
+    # statistics do move: a training-mode forward updates them).
+    assert train_main([*base, "--out", str(second), "--steps", "1", "--lr", "1e-12", "--init", str(first)]) == 0
+    a, b = load_file(first), load_file(second)
+    weights = [k for k in a if "running_" not in k and "num_batches" not in k]
+    assert len(weights) > 100 and all(torch.equal(a[k], b[k]) for k in weights)
+    log = json.loads((tmp_path / "b.safetensors.log.json").read_text())
+    assert log["init_sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    (tmp_path / "bad.safetensors").write_bytes(b"not weights")
+    bad_init = ["--out", str(tmp_path / "c.safetensors"), "--init", str(tmp_path / "bad.safetensors")]
+    assert train_main([*base, *bad_init]) == 2
+    assert "--init" in capsys.readouterr().err and not (tmp_path / "c.safetensors").exists()
 
 
 def test_missing_annotation_file_fails_with_one_line(tmp_path, capsys):
