@@ -9,12 +9,14 @@ low-res grid, inside the part that covers the image. The gate passes when the me
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from pipeline.config import ModelConfig, StorageConfig
 from pipeline.geometry import boxes_to_prompt_frame, to_prompt_frame
 from pipeline.grid_lowres import valid_low_res_hw
 from pipeline.masks import best_of
@@ -80,3 +82,30 @@ def accuracy_gate(
     error = float((our_embeddings.float() - their_embeddings.float()).abs().max() / their_embeddings.abs().max())
     mean = float(iou.mean())
     return GateResult(mean >= threshold, threshold, len(iou), round(mean, 6), round(float(iou.min()), 6), error)
+
+
+def gate_images(count: int = 3) -> list[np.ndarray]:
+    """Deterministic generated images with objects of several sizes (the shapes generator, seeds 0..count-1)."""
+    from pipeline.datasets.shapes import ShapesConfig, generate_image
+
+    return [generate_image(np.random.default_rng(seed), ShapesConfig())[0] for seed in range(count)]
+
+
+def check_decoder_precision(model: ModelConfig, storage: StorageConfig) -> GateResult:
+    """Gates ``model.decoder_precision`` (with the configured encoder precision) against fp32 on the driver's CPU,
+    before any work; ValueError naming the setting when the masks differ too much. Whether a reduced-precision
+    decoder keeps the masks depends on the weights (a model whose logits sit close to 0 flips pixels), so it is
+    checked for the weights of this run."""
+    from pipeline.runtime import load_runtime
+
+    encoder = model.precision if model.precision != "fp16" else "fp32"  # fp16 is a GPU encoder setting
+    cpu = dataclasses.replace(model, backend="torch", device="cpu", compile=False)
+    candidate = load_runtime(dataclasses.replace(cpu, precision=encoder), storage, decoder_chunk=64)
+    reference = load_runtime(dataclasses.replace(cpu, precision="fp32", decoder_precision="fp32"), storage, 64)
+    result = accuracy_gate(candidate, reference, gate_images())
+    if not result.passed:
+        raise ValueError(
+            f"model.decoder_precision={model.decoder_precision} fails the accuracy gate for {model.name}: mean mask "
+            f"IoU {result.mask_iou_mean:.3f} against fp32 (at least {result.threshold} needed); use fp32"
+        )
+    return result

@@ -219,6 +219,9 @@ def test_s3_run_equals_local_run(ray_cluster, s3_endpoint, s3_bucket, grid_run, 
         (["--model", "vit_h"], "unknown model 'vit_h'"),
         (["--set", "grid.pred_iou_thres=0.5"], "unknown config key 'grid.pred_iou_thres'"),
         (["--weights", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
+        (["--set", "model.backend=onnx", "--set", "model.decoder_precision=bf16"], "needs model.backend=torch"),
+        # The demo model's bf16 decoder flips too many pixels (mean mask IoU ~0.95 against fp32): the gate refuses it.
+        (["--model", "demo-shapes", "--set", "model.decoder_precision=bf16"], "fails the accuracy gate"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):

@@ -4,7 +4,14 @@ those computed on the full masks (empty masks included)."""
 import numpy as np
 import torch
 
-from pipeline.masks import decode_rle, encode_rle, encode_rle_transposed, masks_to_boxes_xyxy, rle_boxes_and_areas
+from pipeline.masks import (
+    count_true,
+    decode_rle,
+    encode_rle,
+    encode_rle_transposed,
+    masks_to_boxes_xyxy,
+    rle_boxes_and_areas,
+)
 
 
 def _masks(seed: int = 0) -> np.ndarray:
@@ -31,3 +38,12 @@ def test_boxes_and_areas_from_the_runs_equal_the_full_masks():
     assert boxes.tolist() == masks_to_boxes_xyxy(torch.from_numpy(masks)).tolist()
     empty_boxes, empty_areas = rle_boxes_and_areas([])
     assert empty_boxes.shape == (0, 4) and empty_areas.shape == (0,)
+
+
+def test_true_pixel_counts_match_torch_on_any_shape():
+    masks = torch.from_numpy(_masks(2))
+    assert count_true(masks).tolist() == masks.sum((-1, -2)).tolist()
+    stacked = torch.stack([masks, ~masks])  # [2,5,H,W]
+    assert count_true(stacked).tolist() == stacked.sum((-1, -2)).tolist()
+    assert count_true(masks.transpose(-1, -2)).tolist() == masks.sum((-1, -2)).tolist()  # non-contiguous
+    assert count_true(torch.zeros((0, 4, 4), dtype=torch.bool)).shape == (0,)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import ModelConfig, StorageConfig
 from pipeline.models import create_model
 from pipeline.predictor import encode_images
 from pipeline.prompts import make_prompts
-from pipeline.runtime.accuracy import accuracy_gate
+from pipeline.runtime.accuracy import accuracy_gate, check_decoder_precision
 from pipeline.runtime.torch_backend import TorchSam
 from tests.fixtures import fixture_images, fixture_model
 
@@ -49,3 +50,8 @@ def test_other_weights_fail_the_gate(reference) -> None:
     assert not result.passed and result.mask_iou_mean < 0.9
     with pytest.raises(ValueError, match="at least one image"):
         accuracy_gate(reference, reference, [])
+
+
+def test_the_label_jobs_decoder_gate_passes_a_model_that_keeps_its_masks() -> None:
+    result = check_decoder_precision(ModelConfig(name="mini-l", decoder_precision="bf16"), StorageConfig())
+    assert result.passed and result.prompts == 54  # three generated images, 18 prompts each
