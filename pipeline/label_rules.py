@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import ConfigError, GridConfig, LabelConfig, fingerprint, to_dict
+from pipeline.config import (
+    ConfigError,
+    GridConfig,
+    LabelConfig,
+    fingerprint,
+    require_at_least_one,
+    require_fractions,
+    to_dict,
+)
 
 
 def validate_label_config(cfg: LabelConfig) -> None:
@@ -30,45 +38,43 @@ def validate_label_config(cfg: LabelConfig) -> None:
         raise ConfigError("--prompts boxes needs --prompts-file (a COCO .json or .parquet of boxes)")
     if cfg.prompts.mode != "boxes" and cfg.prompts.file:
         raise ConfigError(f"--prompts-file is only used with --prompts boxes, not {cfg.prompts.mode}")
-    for key, value in (
-        ("grid.pred_iou_thresh", cfg.grid.pred_iou_thresh),
-        ("grid.stability_score_thresh", cfg.grid.stability_score_thresh),
-        ("grid.box_nms_thresh", cfg.grid.box_nms_thresh),
-        ("grid.crop_nms_thresh", cfg.grid.crop_nms_thresh),
-        ("grid.max_mask_area_frac", cfg.grid.max_mask_area_frac),
-        ("boxes.pred_iou_thresh", cfg.boxes.pred_iou_thresh),
-        ("boxes.stability_score_thresh", cfg.boxes.stability_score_thresh),
-        ("yolo.conf", cfg.yolo.conf),
-        ("yolo.iou", cfg.yolo.iou),
-        ("yolo.pred_iou_thresh", cfg.yolo.pred_iou_thresh),
-        ("yolo.stability_score_thresh", cfg.yolo.stability_score_thresh),
-        ("autoppn.score_thresh", cfg.autoppn.score_thresh),
-        ("autoppn.pred_iou_thresh", cfg.autoppn.pred_iou_thresh),
-        ("autoppn.stability_score_thresh", cfg.autoppn.stability_score_thresh),
-        ("autoppn.box_nms_thresh", cfg.autoppn.box_nms_thresh),
-        ("autoppn.max_mask_area_frac", cfg.autoppn.max_mask_area_frac),
-    ):
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{key} must be between 0 and 1, got {value}")
-    for key, value in (
-        ("grid.points_per_side", cfg.grid.points_per_side),
-        ("grid.points_per_batch", cfg.grid.points_per_batch),
-        ("grid.crop_n_points_downscale_factor", cfg.grid.crop_n_points_downscale_factor),
-        ("decode.batch_size", cfg.decode.batch_size),
-        ("decode.max_pixels", cfg.decode.max_pixels),
-        ("decode.max_file_bytes", cfg.decode.max_file_bytes),
-        ("segment.batch_size", cfg.segment.batch_size),
-        ("segment.decoder_chunk", cfg.segment.decoder_chunk),
-        ("storage.max_attempts", cfg.storage.max_attempts),
-        ("segment.max_prompts_per_image", cfg.segment.max_prompts_per_image),
-        ("segment.max_masks_per_image", cfg.segment.max_masks_per_image),
-        ("yolo.imgsz", cfg.yolo.imgsz),
-        ("yolo.max_det", cfg.yolo.max_det),
-        ("yolo.batch_size", cfg.yolo.batch_size),
-        ("autoppn.top_n", cfg.autoppn.top_n),
-    ):
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
+    require_fractions(
+        cfg,
+        "grid.pred_iou_thresh",
+        "grid.stability_score_thresh",
+        "grid.box_nms_thresh",
+        "grid.crop_nms_thresh",
+        "grid.max_mask_area_frac",
+        "boxes.pred_iou_thresh",
+        "boxes.stability_score_thresh",
+        "yolo.conf",
+        "yolo.iou",
+        "yolo.pred_iou_thresh",
+        "yolo.stability_score_thresh",
+        "autoppn.score_thresh",
+        "autoppn.pred_iou_thresh",
+        "autoppn.stability_score_thresh",
+        "autoppn.box_nms_thresh",
+        "autoppn.max_mask_area_frac",
+    )
+    require_at_least_one(
+        cfg,
+        "grid.points_per_side",
+        "grid.points_per_batch",
+        "grid.crop_n_points_downscale_factor",
+        "decode.batch_size",
+        "decode.max_pixels",
+        "decode.max_file_bytes",
+        "segment.batch_size",
+        "segment.decoder_chunk",
+        "storage.max_attempts",
+        "segment.max_prompts_per_image",
+        "segment.max_masks_per_image",
+        "yolo.imgsz",
+        "yolo.max_det",
+        "yolo.batch_size",
+        "autoppn.top_n",
+    )
     if cfg.grid.crop_n_layers < 0 or cfg.grid.min_mask_region_area < 0:
         raise ConfigError("grid.crop_n_layers and grid.min_mask_region_area must not be negative")
     if cfg.output.report_sample < 0:

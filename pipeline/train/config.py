@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.config import ConfigError, ModelConfig, RayConfig, StorageConfig
+from pipeline.config import ConfigError, ModelConfig, RayConfig, StorageConfig, require_at_least_one
 
 
 @dataclass(frozen=True)
@@ -140,18 +140,17 @@ def validate_train_config(cfg: TrainJobConfig) -> None:
         raise ConfigError(f"model.name: {e}") from None
     if cfg.head.out_stride not in (8, 16):
         raise ConfigError(f"head.out_stride must be 8 or 16, got {cfg.head.out_stride}")
-    for key, value in (
-        ("head.channels", cfg.head.channels),
-        ("optim.epochs", cfg.optim.epochs),
-        ("optim.batch_size", cfg.optim.batch_size),
-        ("embeddings.shard_size", cfg.embeddings.shard_size),
-        ("embeddings.batch_size", cfg.embeddings.batch_size),
-        ("val.top_n", cfg.val.top_n),
-        ("val.every", cfg.val.every),
-        ("workers.num_workers", cfg.workers.num_workers),
-    ):
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
+    require_at_least_one(
+        cfg,
+        "head.channels",
+        "optim.epochs",
+        "optim.batch_size",
+        "embeddings.shard_size",
+        "embeddings.batch_size",
+        "val.top_n",
+        "val.every",
+        "workers.num_workers",
+    )
     if not 0.0 < cfg.val.iou <= 1.0:
         raise ConfigError(f"val.iou must be in (0, 1], got {cfg.val.iou}")
     if cfg.optim.lr <= 0:

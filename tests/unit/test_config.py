@@ -4,6 +4,7 @@ import pytest
 
 from pipeline.config import ConfigError, LabelConfig, load_config, to_dict
 from pipeline.label_rules import label_fingerprint, validate_label_config
+from pipeline.train.config import TrainJobConfig, validate_train_config
 
 
 def test_precedence_defaults_yaml_then_overrides(tmp_path):
@@ -84,3 +85,21 @@ def test_documented_default_config_file_equals_the_defaults():
 
     path = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "label.yaml"
     assert load_config(LabelConfig, path) == LabelConfig()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.epochs=0"], "optim.epochs must be at least 1, got 0"),
+        (["workers.num_workers=0"], "workers.num_workers must be at least 1"),
+        (["val.iou=0"], "val.iou must be in (0, 1]"),
+        (["head.out_stride=4"], "head.out_stride must be 8 or 16"),
+    ],
+)
+def test_training_job_rules_name_the_key(overrides, message):
+    required = ["output=out", "data.train=t.json", "data.val=v.json", "model.name=mini-l"]
+    cfg = load_config(TrainJobConfig, None, required + overrides)
+    with pytest.raises(ConfigError) as excinfo:
+        validate_train_config(cfg)
+    assert message in str(excinfo.value)
+    validate_train_config(load_config(TrainJobConfig, None, required))  # the defaults pass
