@@ -5,15 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import (
-    ConfigError,
-    GridConfig,
-    LabelConfig,
-    fingerprint,
-    require_at_least_one,
-    require_fractions,
-    to_dict,
-)
+from pipeline.config import ConfigError, GridConfig, LabelConfig, fingerprint, to_dict
+from pipeline.config_checks import require_at_least_one, require_fractions
 
 
 def validate_label_config(cfg: LabelConfig) -> None:

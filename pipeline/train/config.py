@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.config import ConfigError, ModelConfig, RayConfig, StorageConfig, require_at_least_one
+from pipeline.config import ConfigError, ModelConfig, RayConfig, StorageConfig
+from pipeline.config_checks import require_at_least_one
 
 
 @dataclass(frozen=True)
