@@ -55,9 +55,9 @@ class ModelConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
     decoder_precision: Literal["fp32", "bf16"] = "fp32"
-    """torch backend: mask decoder precision. bf16 (autocast) is checked against fp32 on the driver before the run
-    (the accuracy gate, mean mask IoU >= 0.98) and refused when it fails; about 2× faster on CPUs with AVX512-BF16
-    or AMX, slower on CPUs without."""
+    """torch backend: mask decoder precision. bf16 (the two-way transformer; heads and upscaling stay fp32) is
+    checked against fp32 on the driver before the run (the accuracy gate, mean mask IoU >= 0.98) and refused when
+    it fails; faster on CPUs with AVX512-BF16 or AMX, slower on CPUs without."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, or cuda[:N]; decided inside each worker."""
     channels_last: bool = True

@@ -20,7 +20,7 @@ from operators.detect import Detect
 from operators.read import read_images
 from operators.records import to_records
 from operators.segment import Segment
-from pipeline.config import LabelConfig
+from pipeline.config import LabelConfig, RayConfig
 from pipeline.models import model_card
 
 DETECT_GPU_SHARE = 0.25
@@ -126,18 +126,19 @@ def build_label_dataset(
     return ds.map_batches(to_records, fn_kwargs=records_kwargs, batch_size=None, num_cpus=0.25)
 
 
-def init_ray(cfg: LabelConfig) -> None:
-    """Connects to ``ray.address`` / RAY_ADDRESS (set by ``ray job submit``), else starts a local Ray."""
+def init_ray(ray_cfg: RayConfig) -> None:
+    """Connects to ``ray_cfg.address`` / RAY_ADDRESS (set by ``ray job submit``), else starts a local Ray with
+    ``num_cpus`` / ``num_gpus``; sets Ray Data's progress bars from ``progress``. Does nothing to a Ray already up."""
     import os
 
     from ray.data import DataContext
 
     if not ray.is_initialized():
-        address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+        address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, include_dashboard=False)
+            ray.init(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus, include_dashboard=False)
     context = DataContext.get_current()
-    context.enable_progress_bars = cfg.ray.progress
-    context.enable_operator_progress_bars = cfg.ray.progress
+    context.enable_progress_bars = ray_cfg.progress
+    context.enable_operator_progress_bars = ray_cfg.progress

@@ -25,7 +25,7 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
     The summary holds ``counts`` (the committed run's), ``this_attempt`` (images written now), ``timings`` and
     ``line``, a human-readable one-line report.
     """
-    init_ray(cfg)
+    init_ray(cfg.ray)
     cluster = ray.cluster_resources()
     resources = segment_resources(cfg, cluster)
     sink = LabelSink(cfg.output.uri, cfg.storage, min_rows_per_write=cfg.output.images_per_part)

@@ -17,6 +17,9 @@ exact algebra, not approximations:
 4. Optional skips (:class:`DecodeHints`): the upscaling (the largest cost) runs only for prompts whose wanted
    tokens can pass an IoU threshold, and only over the low-res rows/columns the caller reads (it is local: each
    embedding pixel makes one 4×4 block of logits).
+5. Optional low precision (``dtype=torch.bfloat16``): the two-way transformer runs on a bf16 copy with bf16 image
+   tokens throughout (under autocast the same work was mostly casts: each [P,4096,256] tensor went to bf16 before
+   a matmul and back to fp32 after a LayerNorm). The IoU and hypernetwork heads and the upscaling stay fp32.
 
 Shapes: embeddings [N,256,64,64]; prompts are sparse token embeddings [P,T,256] with an image index [P]; results
 are low-res logits [P,4,256,256] and IoU [P,4] for all four mask tokens (skipped parts are zeros).
@@ -24,6 +27,7 @@ are low-res logits [P,4,256,256] and IoU [P,4] for all four mask tokens (skipped
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -115,24 +119,36 @@ class FastMaskDecoder:
         mask_decoder: the model's decoder (weights are read, not copied; it must not be trained meanwhile).
         image_pe: [1,256,64,64] dense positional encoding. no_mask_embed: [256].
         group: prompts processed together inside one image; bounds the [group,4096,256] working set.
+        dtype: float32, or bfloat16 for the two-way transformer (a bf16 copy; the heads and upscaling stay fp32).
     """
 
     def __init__(
-        self, mask_decoder: MaskDecoder, image_pe: torch.Tensor, no_mask_embed: torch.Tensor, group: int = 8
+        self,
+        mask_decoder: MaskDecoder,
+        image_pe: torch.Tensor,
+        no_mask_embed: torch.Tensor,
+        group: int = 8,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if group < 1:
             raise ValueError(f"group must be >= 1, got {group}")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
+        self.dtype = dtype
         self.decoder = mask_decoder
+        self.transformer = mask_decoder.transformer
+        if dtype != torch.float32:
+            self.transformer = copy.deepcopy(mask_decoder.transformer).to(dtype)
         self.group = group
-        blocks: list[TwoWayAttentionBlock] = list(mask_decoder.transformer.layers)
+        blocks: list[TwoWayAttentionBlock] = list(self.transformer.layers)
         if len(blocks) != 2 or not blocks[0].skip_first_layer_pe or blocks[1].skip_first_layer_pe:
             raise ValueError("FastMaskDecoder expects SAM's two-block TwoWayTransformer")
         self.blocks = blocks
-        self.pe = image_pe.detach().flatten(2)[0].t().contiguous()  # [4096,256]
-        self.no_mask = no_mask_embed.detach().reshape(-1)
+        self.pe = image_pe.detach().flatten(2)[0].t().contiguous().to(dtype)  # [4096,256]
+        self.no_mask = no_mask_embed.detach().reshape(-1).to(dtype)
         self.t2i = [_Proj.of(b.cross_attn_token_to_image) for b in blocks]
         self.i2t = [_Proj.of(b.cross_attn_image_to_token) for b in blocks]
-        self.final = _Proj.of(mask_decoder.transformer.final_attn_token_to_image)
+        self.final = _Proj.of(self.transformer.final_attn_token_to_image)
         conv1, norm, _, conv2, _ = mask_decoder.output_upscaling
         # ConvTranspose2d(k=2, s=2) weight [in,out,2,2] → [in, (i,j,out)]: one matmul per embedding pixel.
         self.up1_w = conv1.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous()
@@ -140,11 +156,12 @@ class FastMaskDecoder:
         self.up_norm = norm
         self.up2_w = conv2.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous()
         self.up2_b = conv2.bias.detach().repeat(4)
-        self.output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight]).detach()
+        output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight])
+        self.output_tokens = output_tokens.detach().to(dtype)
 
     def image_context(self, embedding: torch.Tensor) -> ImageContext:
-        """[256,64,64] embedding of one image → its :class:`ImageContext`."""
-        src = embedding.flatten(1).t() + self.no_mask  # [4096,256]
+        """[256,64,64] embedding of one image → its :class:`ImageContext` (in the decoder's dtype)."""
+        src = embedding.to(self.dtype).flatten(1).t() + self.no_mask  # [4096,256]
         with_pe = src + self.pe
         t2i, i2t = self.t2i[0], self.i2t[0]
         keys = t2i.module.k_proj(with_pe).unflatten(-1, (t2i.heads, -1)).transpose(0, 1).contiguous()
@@ -161,13 +178,14 @@ class FastMaskDecoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decodes P prompts; ``contexts[i]`` must exist for every image in ``image_index`` [P].
 
-        ``sparse`` [P,T,256] are the prompt tokens (:func:`pipeline.models.sam.embed_prompt_tokens`). Returns low-res
-        logits [P,4,256,256] and IoU [P,4].
+        ``sparse`` [P,T,256] are the prompt tokens (:func:`pipeline.models.sam.embed_prompt_tokens`). Returns float32
+        low-res logits [P,4,256,256] and IoU [P,4].
         """
         hints = hints or DecodeHints()
         p = len(image_index)
-        logits = sparse.new_zeros((p, 4, LOW_RES, LOW_RES))
-        iou = sparse.new_zeros((p, 4))
+        logits = sparse.new_zeros((p, 4, LOW_RES, LOW_RES), dtype=torch.float32)
+        iou = sparse.new_zeros((p, 4), dtype=torch.float32)
+        sparse = sparse.to(self.dtype)
         for image in np.unique(image_index):
             rows = np.flatnonzero(image_index == image)
             for start in range(0, len(rows), self.group):
@@ -185,7 +203,7 @@ class FastMaskDecoder:
         queries, x1 = self._first_block(ctx, pe_tokens)
         queries, x2 = self._second_block(queries, x1, pe_tokens)
         attended = self._token_to_image(self.final, queries + pe_tokens, x2, x2 + self.pe)
-        queries = self.decoder.transformer.norm_final_attn(queries + attended)
+        queries = self.transformer.norm_final_attn(queries + attended).float()  # the heads run in fp32
         iou = self.decoder.iou_prediction_head(queries[:, 0])  # [p,4]
         wanted = np.ones(p, dtype=bool)
         if hints.min_iou is not None:
@@ -198,7 +216,7 @@ class FastMaskDecoder:
         hyper = torch.stack(
             [mlp(queries[keep, 1 + i]) for i, mlp in enumerate(self.decoder.output_hypernetworks_mlps)], dim=1
         )  # [r,4,32]
-        masks = self._upscale(x2[keep], hyper, gy, gx)  # [r,4,gy,2,2,gx,2,2]
+        masks = self._upscale(x2[keep].float(), hyper, gy, gx)  # [r,4,gy,2,2,gx,2,2]
         for k, row in enumerate(rows[wanted]):
             # Y = 4y + 2i + i2 (and X alike): a view of the output window takes the blocks in one copy.
             logits[row, :, : gy * UPSCALE, : gx * UPSCALE].view(4, gy, 2, 2, gx, 2, 2).copy_(masks[k])

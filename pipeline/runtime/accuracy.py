@@ -102,7 +102,7 @@ def check_decoder_precision(model: ModelConfig, storage: StorageConfig) -> GateR
     cpu = dataclasses.replace(model, backend="torch", device="cpu", compile=False)
     candidate = load_runtime(dataclasses.replace(cpu, precision=encoder), storage, decoder_chunk=64)
     reference = load_runtime(dataclasses.replace(cpu, precision="fp32", decoder_precision="fp32"), storage, 64)
-    result = accuracy_gate(candidate, reference, gate_images())
+    result = accuracy_gate(candidate, reference, gate_images(), threshold=GATE_MASK_IOU)
     if not result.passed:
         raise ValueError(
             f"model.decoder_precision={model.decoder_precision} fails the accuracy gate for {model.name}: mean mask "

@@ -1,5 +1,5 @@
-"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder and bf16 autocast
-for the mask decoder on request.
+"""PyTorch runtime: the model on CPU or CUDA, fp32 by default, bf16/fp16 autocast for the encoder and a bf16 mask
+decoder on request.
 
 Prompts without a mask input go through :class:`pipeline.models.fast_decoder.FastMaskDecoder` (same results, a
 fraction of the work; ``fast_decoder=False`` runs SAM's decoder as written); prompts with one through
@@ -40,7 +40,8 @@ class TorchSam:
     GPU options for the encoder: ``precision`` bf16 / fp16 autocast (LayerNorm2d, LiteMLA attention and the neck's
     upsampling stay fp32 inside the model), ``channels_last`` memory format, ``compile`` (``torch.compile``, the
     first call per input shape is slow). Canvases from the host are uploaded from pinned memory.
-    ``decoder_precision`` bf16 runs the mask decoder under bf16 autocast (its outputs stay fp32).
+    ``decoder_precision`` bf16 runs the fast decoder's two-way transformer in bf16 (heads and upscaling fp32) and
+    SAM's decoder, for prompts with a mask input, under bf16 autocast; outputs are fp32 either way.
     """
 
     def __init__(
@@ -71,7 +72,8 @@ class TorchSam:
         self.fast = None
         if fast_decoder:
             no_mask = model.prompt_encoder.no_mask_embed.weight
-            self.fast = FastMaskDecoder(model.mask_decoder, self.image_pe, no_mask)
+            dtype = torch.float32 if decoder_precision == "fp32" else _AUTOCAST[decoder_precision]
+            self.fast = FastMaskDecoder(model.mask_decoder, self.image_pe, no_mask, dtype=dtype)
         # Per-image contexts of the fast decoder, kept while the same embeddings come back (grid mode decodes one
         # encoder batch in many calls).
         self._contexts: tuple[torch.Tensor | None, dict[int, ImageContext]] = (None, {})
@@ -105,11 +107,7 @@ class TorchSam:
         for start in range(0, len(prompts), self.decoder_chunk):
             rows = slice(start, start + self.decoder_chunk)
             chunk_hints = None if hints is None else hints.take(rows)
-            if self.decoder_precision == "fp32":
-                low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
-            else:
-                with torch.autocast(self.device.type, dtype=_AUTOCAST[self.decoder_precision]):
-                    low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
+            low_res, iou = self._decode_chunk(embeddings, prompts.take(rows), chunk_hints)
             logits.append(low_res.float())
             ious.append(iou.float())
         if not logits:
@@ -128,7 +126,10 @@ class TorchSam:
         index = torch.as_tensor(prompts.image_index, device=self.device)
         mask_input = None if prompts.mask_input is None else torch.as_tensor(prompts.mask_input, device=self.device)
         dense = embed_dense(pe, mask_input, len(prompts))  # [P,256,64,64]
-        return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
+        if self.decoder_precision == "fp32":
+            return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
+        with torch.autocast(self.device.type, dtype=_AUTOCAST[self.decoder_precision]):
+            return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
 
     def _image_contexts(self, embeddings: torch.Tensor, image_index: np.ndarray) -> dict[int, ImageContext]:
         cached_for, contexts = self._contexts

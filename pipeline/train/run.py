@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 from pipeline.autoppn.checkpoint import save_head
 from pipeline.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.config import to_dict
+from pipeline.graph import init_ray
 from pipeline.io.storage import filesystem, read_bytes, uri_scheme, write_bytes
 from pipeline.models import create_model
 from pipeline.runtime import load_runtime, verify_weights
@@ -45,7 +46,7 @@ def prepare(cfg: TrainJobConfig) -> tuple[list[Sample], list[Sample], str | None
 
 def run_training(cfg: TrainJobConfig, train: list[Sample], val: list[Sample], weights_sha256: str | None) -> dict:
     """Trains, exports the head and returns the summary written to ``train.json``."""
-    _init_ray(cfg)
+    init_ray(cfg.ray)
     card = AutoPPNCard(
         channels=cfg.head.channels,
         mspm_blocks=cfg.head.mspm_blocks,
@@ -134,12 +135,3 @@ def _export(cfg: TrainJobConfig, card: AutoPPNCard, checkpoint, summary: dict) -
 
 def read_summary(cfg: TrainJobConfig) -> dict:
     return json.loads(read_bytes(f"{cfg.output.rstrip('/')}/train.json", cfg.storage))
-
-
-def _init_ray(cfg: TrainJobConfig) -> None:
-    if not ray.is_initialized():
-        address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, include_dashboard=False)

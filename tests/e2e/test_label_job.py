@@ -22,6 +22,7 @@ from jobs.label import main
 from pipeline.config import IMAGE_EXTENSIONS
 from pipeline.masks import decode_rle, mask_iou
 from pipeline.reference import ReferencePredictor
+from pipeline.runtime import accuracy
 from tests.e2e.conftest import DATA, FAST_GRID, read_dataset
 from tests.fixtures import fixture_model, write_fixture_weights
 from tests.images import write_hostile_corpus
@@ -220,8 +221,6 @@ def test_s3_run_equals_local_run(ray_cluster, s3_endpoint, s3_bucket, grid_run, 
         (["--set", "grid.pred_iou_thres=0.5"], "unknown config key 'grid.pred_iou_thres'"),
         (["--weights", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
         (["--set", "model.backend=onnx", "--set", "model.decoder_precision=bf16"], "needs model.backend=torch"),
-        # The demo model's bf16 decoder flips too many pixels (mean mask IoU ~0.95 against fp32): the gate refuses it.
-        (["--model", "demo-shapes", "--set", "model.decoder_precision=bf16"], "fails the accuracy gate"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):
@@ -229,6 +228,21 @@ def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):
     assert main(["--input", str(DATA), "--output", str(out), "--model", "mini-l", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_decoder_precision_that_fails_the_gate_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    # mini-l's bf16 decoder keeps ~0.99 of its masks (passes the 0.98 bar); a bar above that must stop the run.
+    monkeypatch.setattr(accuracy, "GATE_MASK_IOU", 0.9999)
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["--input", str(DATA), "--output", str(out), "--model", "mini-l", "--set", "model.decoder_precision=bf16"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "model.decoder_precision=bf16 fails the accuracy gate for mini-l" in err and len(err.splitlines()) == 1
     assert not out.exists()
 
 

@@ -103,3 +103,29 @@ def test_bad_group_size_is_refused() -> None:
     pe = model.prompt_encoder
     with pytest.raises(ValueError, match="group"):
         FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=0)
+
+
+@torch.inference_mode()
+def test_bf16_transformer_agrees_with_fp32_and_leaves_the_model_fp32(model) -> None:
+    embeddings, batches = _inputs(3, images=2, points=8, boxes=6)
+    pe = model.prompt_encoder
+    fast = FastMaskDecoder(
+        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4, dtype=torch.bfloat16
+    )
+    contexts = {i: fast.image_context(embeddings[i]) for i in range(2)}
+    for prompts in batches:
+        (expected_logits, expected_iou), sparse = _reference(model, embeddings, prompts)
+        logits, iou = fast(contexts, prompts.image_index, sparse)
+        assert logits.dtype == iou.dtype == torch.float32
+        ours, theirs = logits > 0, expected_logits > 0
+        mask_iou = (ours & theirs).flatten(2).sum(-1) / (ours | theirs).flatten(2).sum(-1).clamp(min=1)
+        assert float(mask_iou.float().mean()) >= 0.98
+        assert float((iou - expected_iou).abs().max()) <= 0.02
+    assert all(p.dtype == torch.float32 for p in model.mask_decoder.parameters())  # a copy went to bf16
+
+
+def test_bf16_decoder_precision_selects_the_bf16_fast_decoder() -> None:
+    runtime = TorchSam(fixture_model("l"), decoder_precision="bf16")
+    assert runtime.fast.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        FastMaskDecoder(runtime.model.mask_decoder, runtime.image_pe, torch.zeros(256), dtype=torch.float16)
