@@ -26,6 +26,12 @@ def format_table(report: dict) -> str:
             f"{side:<10}{r['seconds']:>9.2f}{r['images_per_second']:>9.3f}{r['prompts_per_image']:>9.1f}"
             f"{r['masks_per_image']:>7.1f}{r['peak_memory_mb'] or 0:>8.0f}  {stages}"
         )
+    if "gate" in report:
+        g = report["gate"]
+        lines.append(
+            f"accuracy gate vs fp32: {'passed' if g['passed'] else 'FAILED'}, mean mask IoU {g['mask_iou_mean']:.3f} "
+            f"(min {g['mask_iou_min']:.3f}, {g['prompts']} prompts, bar {g['threshold']})"
+        )
     if "speedup" in report:
         lines.append(f"speedup (reference seconds / ours): {report['speedup']:.2f}x")
         lines.append(f"agreement: {report['agreement']}")

@@ -20,7 +20,8 @@ from pipeline.bench.memory import PeakMemory
 from pipeline.bench.sides import SideResult, make_segment, run_ours, run_reference_boxes, run_reference_grid
 from pipeline.config import LabelConfig, to_dict
 from pipeline.models import create_model
-from pipeline.runtime import load_model
+from pipeline.runtime import load_model, load_runtime
+from pipeline.runtime.accuracy import accuracy_gate, gate_images
 from pipeline.timing import STAGES
 
 _EXIF_ORIENTATION, _TRANSPOSED = 0x0112, (5, 6, 7, 8)
@@ -62,6 +63,8 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
             "conditions": _conditions(cfg, files, weights_note, device),
             "ours": _side_report(ours, len(files), ours_memory.peak_mb),
         }
+        if cfg.model.precision != "fp32" or cfg.model.decoder_precision != "fp32":
+            report["gate"] = _accuracy_gate(cfg, segment.runtime)
         if not options.reference:
             return report
         model, _ = load_model(cfg.model, cfg.storage)
@@ -79,6 +82,13 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
             else grid_agreement(ours.rles, reference.rles)
         )
         return report
+
+
+def _accuracy_gate(cfg: LabelConfig, runtime) -> dict:
+    """The label job's accuracy gate for reduced precision (our runtime against fp32 on the gate's generated images),
+    reported instead of enforced."""
+    fp32 = dataclasses.replace(cfg.model, precision="fp32", decoder_precision="fp32", compile=False)
+    return dataclasses.asdict(accuracy_gate(runtime, load_runtime(fp32, cfg.storage, 64), gate_images()))
 
 
 def _with_weights(cfg: LabelConfig, work: Path, seed: int) -> tuple[LabelConfig, str]:

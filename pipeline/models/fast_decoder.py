@@ -17,9 +17,10 @@ exact algebra, not approximations:
 4. Optional skips (:class:`DecodeHints`): the upscaling (the largest cost) runs only for prompts whose wanted
    tokens can pass an IoU threshold, and only over the low-res rows/columns the caller reads (it is local: each
    embedding pixel makes one 4×4 block of logits).
-5. Optional low precision (``dtype=torch.bfloat16``): the two-way transformer runs on a bf16 copy with bf16 image
-   tokens throughout (under autocast the same work was mostly casts: each [P,4096,256] tensor went to bf16 before
-   a matmul and back to fp32 after a LayerNorm). The IoU and hypernetwork heads and the upscaling stay fp32.
+5. Optional low precision by side (``dtype=torch.bfloat16``): the per-prompt image tokens [P,4096,256], their
+   attention scores and their LayerNorms are bf16; the few prompt tokens, the heads and the upscaling stay fp32.
+   (Under autocast the same work was mostly casts: each [P,4096,256] tensor went to bf16 before a matmul and back
+   to fp32 after a LayerNorm.)
 
 Shapes: embeddings [N,256,64,64]; prompts are sparse token embeddings [P,T,256] with an image index [P]; results
 are low-res logits [P,4,256,256] and IoU [P,4] for all four mask tokens (skipped parts are zeros).
@@ -100,7 +101,8 @@ class _Proj:
 
 @dataclass(frozen=True)
 class ImageContext:
-    """What the first block needs of one image, shared by all its prompts (all [4096,·], token-major)."""
+    """What the first block needs of one image, shared by all its prompts (all [4096,·], token-major, in the
+    decoder's image-side dtype)."""
 
     src: torch.Tensor
     """Embedding + ``no_mask_embed`` [4096,256] (the first block's residual)."""
@@ -119,7 +121,7 @@ class FastMaskDecoder:
         mask_decoder: the model's decoder (weights are read, not copied; it must not be trained meanwhile).
         image_pe: [1,256,64,64] dense positional encoding. no_mask_embed: [256].
         group: prompts processed together inside one image; bounds the [group,4096,256] working set.
-        dtype: float32, or bfloat16 for the two-way transformer (a bf16 copy; the heads and upscaling stay fp32).
+        dtype: the image side's dtype, float32 or bfloat16 (see the module docstring).
     """
 
     def __init__(
@@ -136,19 +138,19 @@ class FastMaskDecoder:
             raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
         self.dtype = dtype
         self.decoder = mask_decoder
-        self.transformer = mask_decoder.transformer
-        if dtype != torch.float32:
-            self.transformer = copy.deepcopy(mask_decoder.transformer).to(dtype)
         self.group = group
-        blocks: list[TwoWayAttentionBlock] = list(self.transformer.layers)
+        blocks: list[TwoWayAttentionBlock] = list(mask_decoder.transformer.layers)
         if len(blocks) != 2 or not blocks[0].skip_first_layer_pe or blocks[1].skip_first_layer_pe:
             raise ValueError("FastMaskDecoder expects SAM's two-block TwoWayTransformer")
         self.blocks = blocks
-        self.pe = image_pe.detach().flatten(2)[0].t().contiguous().to(dtype)  # [4096,256]
-        self.no_mask = no_mask_embed.detach().reshape(-1).to(dtype)
+        # The image tokens' LayerNorms (norm4), in the image side's dtype.
+        self.image_norms = [b.norm4 if dtype == torch.float32 else copy.deepcopy(b.norm4).to(dtype) for b in blocks]
+        self.pe = image_pe.detach().flatten(2)[0].t().contiguous()  # [4096,256]
+        self.image_pe = self.pe.to(dtype)
+        self.no_mask = no_mask_embed.detach().reshape(-1)
         self.t2i = [_Proj.of(b.cross_attn_token_to_image) for b in blocks]
         self.i2t = [_Proj.of(b.cross_attn_image_to_token) for b in blocks]
-        self.final = _Proj.of(self.transformer.final_attn_token_to_image)
+        self.final = _Proj.of(mask_decoder.transformer.final_attn_token_to_image)
         conv1, norm, _, conv2, _ = mask_decoder.output_upscaling
         # ConvTranspose2d(k=2, s=2) weight [in,out,2,2] → [in, (i,j,out)]: one matmul per embedding pixel.
         self.up1_w = conv1.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous()
@@ -156,18 +158,18 @@ class FastMaskDecoder:
         self.up_norm = norm
         self.up2_w = conv2.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous()
         self.up2_b = conv2.bias.detach().repeat(4)
-        output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight])
-        self.output_tokens = output_tokens.detach().to(dtype)
+        self.output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight]).detach()
 
     def image_context(self, embedding: torch.Tensor) -> ImageContext:
-        """[256,64,64] embedding of one image → its :class:`ImageContext` (in the decoder's dtype)."""
-        src = embedding.to(self.dtype).flatten(1).t() + self.no_mask  # [4096,256]
+        """[256,64,64] embedding of one image → its :class:`ImageContext` (computed in fp32, stored in ``dtype``)."""
+        src = embedding.float().flatten(1).t() + self.no_mask  # [4096,256]
         with_pe = src + self.pe
         t2i, i2t = self.t2i[0], self.i2t[0]
-        keys = t2i.module.k_proj(with_pe).unflatten(-1, (t2i.heads, -1)).transpose(0, 1).contiguous()
-        values = t2i.module.v_proj(src).unflatten(-1, (t2i.heads, -1)).transpose(0, 1).contiguous()
+        keys = t2i.module.k_proj(with_pe).unflatten(-1, (t2i.heads, -1)).transpose(0, 1)
+        values = t2i.module.v_proj(src).unflatten(-1, (t2i.heads, -1)).transpose(0, 1)
         queries = (i2t.module.q_proj(with_pe) * i2t.scale).unflatten(-1, (i2t.heads, -1)).transpose(0, 1)
-        return ImageContext(src, keys, values, queries.contiguous())
+        parts = (src, keys, values, queries)
+        return ImageContext(*(part.to(self.dtype).contiguous() for part in parts))
 
     def __call__(
         self,
@@ -185,7 +187,6 @@ class FastMaskDecoder:
         p = len(image_index)
         logits = sparse.new_zeros((p, 4, LOW_RES, LOW_RES), dtype=torch.float32)
         iou = sparse.new_zeros((p, 4), dtype=torch.float32)
-        sparse = sparse.to(self.dtype)
         for image in np.unique(image_index):
             rows = np.flatnonzero(image_index == image)
             for start in range(0, len(rows), self.group):
@@ -202,8 +203,8 @@ class FastMaskDecoder:
         pe_tokens = torch.cat([self.output_tokens.unsqueeze(0).expand(p, -1, -1), sparse], dim=1)  # [p,T,256]
         queries, x1 = self._first_block(ctx, pe_tokens)
         queries, x2 = self._second_block(queries, x1, pe_tokens)
-        attended = self._token_to_image(self.final, queries + pe_tokens, x2, x2 + self.pe)
-        queries = self.transformer.norm_final_attn(queries + attended).float()  # the heads run in fp32
+        attended = self._token_to_image(self.final, queries + pe_tokens, x2, x2 + self.image_pe)
+        queries = self.decoder.transformer.norm_final_attn(queries + attended)
         iou = self.decoder.iou_prediction_head(queries[:, 0])  # [p,4]
         wanted = np.ones(p, dtype=bool)
         if hints.min_iou is not None:
@@ -229,17 +230,19 @@ class FastMaskDecoder:
         p, t, _ = queries.shape
         q = t2i.module.q_proj(queries + pe_tokens).unflatten(-1, (t2i.heads, -1))  # [p,T,H,dh]
         q = q.permute(2, 0, 1, 3).reshape(t2i.heads, p * t, -1)  # [H,p·T,dh]
-        attended = F.scaled_dot_product_attention(q, ctx.keys, ctx.values)  # [H,p·T,dh]
+        attended = F.scaled_dot_product_attention(q.to(self.dtype), ctx.keys, ctx.values).float()  # [H,p·T,dh]
         attended = attended.reshape(t2i.heads, p, t, -1).permute(1, 2, 0, 3).flatten(2)
         queries = block.norm2(queries + t2i.module.out_proj(attended))
         queries = block.norm3(queries + block.mlp(queries))
         keys = i2t.module.k_proj(queries + pe_tokens).unflatten(-1, (i2t.heads, -1))  # [p,T,H,dh]
-        scores = torch.matmul(keys.permute(2, 0, 1, 3).flatten(1, 2), ctx.queries.transpose(1, 2))  # [H,p·T,4096]
+        keys = keys.permute(2, 0, 1, 3).flatten(1, 2).to(self.dtype)
+        scores = torch.matmul(keys, ctx.queries.transpose(1, 2))  # [H,p·T,4096]
         scores = scores.unflatten(1, (p, t)).transpose(0, 1)  # [p,H,T,4096]
         # The softmax runs over the T tokens; keeping the 4096 pixels last makes it vectorise along them.
         attn = torch.softmax(scores, dim=2).reshape(p, -1, scores.shape[-1])  # [p,H·T,4096]
-        x1 = torch.baddbmm(ctx.src.expand(p, -1, -1), attn.transpose(1, 2), i2t.token_values(queries))
-        return queries, block.norm4(x1)  # [p,4096,256]
+        values = i2t.token_values(queries).to(self.dtype)
+        x1 = torch.baddbmm(ctx.src.expand(p, -1, -1), attn.transpose(1, 2), values)
+        return queries, self.image_norms[0](x1)  # [p,4096,256]
 
     def _second_block(
         self, queries: torch.Tensor, x1: torch.Tensor, pe_tokens: torch.Tensor
@@ -247,26 +250,27 @@ class FastMaskDecoder:
         block, i2t = self.blocks[1], self.i2t[1]
         q = queries + pe_tokens
         queries = block.norm1(queries + block.self_attn(q=q, k=q, v=queries))
-        y1 = x1 + self.pe  # [p,4096,256], keys and image→token queries of this block
+        y1 = x1 + self.image_pe  # [p,4096,256], keys and image→token queries of this block
         queries = block.norm2(queries + self._token_to_image(self.t2i[1], queries + pe_tokens, x1, y1))
         queries = block.norm3(queries + block.mlp(queries))
         # Image→token: scores (x+pe)(Wq^T k) + bq·k; the output projection is folded into the token values.
         keys = i2t.module.k_proj(queries + pe_tokens).unflatten(-1, (i2t.heads, -1))  # [p,T,H,dh]
         fold = torch.einsum("pthd,hdc->phtc", keys, i2t.w_q).flatten(1, 2) * i2t.scale  # [p,H·T,256]
         bias = torch.einsum("pthd,hd->pht", keys, i2t.b_q).flatten(1).unsqueeze(2) * i2t.scale  # [p,H·T,1]
-        scores = torch.baddbmm(bias, fold, y1.transpose(1, 2))  # [p,H·T,4096]
+        scores = torch.baddbmm(bias.to(self.dtype), fold.to(self.dtype), y1.transpose(1, 2))  # [p,H·T,4096]
         attn = torch.softmax(scores.unflatten(1, (i2t.heads, -1)), dim=2).flatten(1, 2)
-        x2 = torch.baddbmm(x1, attn.transpose(1, 2), i2t.token_values(queries))
-        return queries, block.norm4(x2)
+        x2 = torch.baddbmm(x1, attn.transpose(1, 2), i2t.token_values(queries).to(self.dtype))
+        return queries, self.image_norms[1](x2)
 
     @staticmethod
     def _token_to_image(proj: _Proj, q_tokens: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Attention(q=tokens, k=y, v=x), x [p,4096,256] per prompt and y = x + pe, without projecting x or y."""
+        """Attention(q=tokens, k=y, v=x), x [p,4096,256] per prompt and y = x + pe, without projecting x or y; x and
+        y are in the image side's dtype, the result [p,T,256] in the tokens'."""
         q = proj.module.q_proj(q_tokens).unflatten(-1, (proj.heads, -1)) * proj.scale  # [p,T,H,dh]
         # q·(Wk y + bk) = (Wk^T q)·y + q·bk; the second term is constant along the softmax axis.
         folded = torch.einsum("pthd,hdc->phtc", q, proj.w_k).flatten(1, 2)  # [p,H·T,256]
-        scores = torch.bmm(folded, y.transpose(1, 2))  # [p,H·T,4096]
-        mixed = torch.bmm(torch.softmax(scores, dim=-1), x).unflatten(1, (proj.heads, -1))  # [p,H,T,256]
+        scores = torch.bmm(folded.to(y.dtype), y.transpose(1, 2))  # [p,H·T,4096]
+        mixed = torch.bmm(torch.softmax(scores, dim=-1), x).to(q.dtype).unflatten(1, (proj.heads, -1))  # [p,H,T,256]
         values = torch.einsum("phtc,hdc->pthd", mixed, proj.w_v) + proj.b_v  # [p,T,H,dh]
         return proj.module.out_proj(values.flatten(2))
 

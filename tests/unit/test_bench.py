@@ -25,6 +25,15 @@ def test_boxes_bench_reports_both_sides_and_agreement(tmp_path, capsys) -> None:
     assert "speedup" in table and "reference" in table
 
 
+def test_reduced_precision_bench_reports_the_accuracy_gate(tmp_path, capsys) -> None:
+    out = tmp_path / "report.json"
+    argv = ["--model", "mini-l", "--images", "1", "--size", "120x160", "--decoder-precision", "bf16", "--no-reference"]
+    assert main([*argv, "--json", str(out)]) == 0
+    gate = json.loads(out.read_text())["gate"]
+    assert gate["passed"] and gate["prompts"] == 54 and gate["mask_iou_mean"] >= gate["threshold"] == 0.98
+    assert "accuracy gate vs fp32: passed" in capsys.readouterr().out
+
+
 def test_grid_bench_on_a_folder_reports_matched_masks(tmp_path) -> None:
     from pipeline.bench.data import write_images
 
