@@ -55,7 +55,7 @@ class ModelConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
     decoder_precision: Literal["fp32", "bf16"] = "fp32"
-    """torch backend: mask decoder precision. bf16 (the two-way transformer; heads and upscaling stay fp32) is
+    """torch backend: mask decoder precision. bf16 (image side; prompt tokens and heads stay fp32) is
     checked against fp32 on the driver before the run (the accuracy gate, mean mask IoU >= 0.98) and refused when
     it fails; faster on CPUs with AVX512-BF16 or AMX, slower on CPUs without."""
     device: str = "auto"

@@ -18,7 +18,7 @@ exact algebra, not approximations:
    tokens can pass an IoU threshold, and only over the low-res rows/columns the caller reads (it is local: each
    embedding pixel makes one 4×4 block of logits).
 5. Optional low precision by side (``dtype=torch.bfloat16``): the per-prompt image tokens [P,4096,256], their
-   attention scores and their LayerNorms are bf16; the few prompt tokens, the heads and the upscaling stay fp32.
+   attention scores, their LayerNorms and the upscaling are bf16; the few prompt tokens and the heads stay fp32.
    (Under autocast the same work was mostly casts: each [P,4096,256] tensor went to bf16 before a matmul and back
    to fp32 after a LayerNorm.)
 
@@ -153,11 +153,11 @@ class FastMaskDecoder:
         self.final = _Proj.of(mask_decoder.transformer.final_attn_token_to_image)
         conv1, norm, _, conv2, _ = mask_decoder.output_upscaling
         # ConvTranspose2d(k=2, s=2) weight [in,out,2,2] → [in, (i,j,out)]: one matmul per embedding pixel.
-        self.up1_w = conv1.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous()
-        self.up1_b = conv1.bias.detach().repeat(4)
-        self.up_norm = norm
-        self.up2_w = conv2.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous()
-        self.up2_b = conv2.bias.detach().repeat(4)
+        self.up1_w = conv1.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous().to(dtype)
+        self.up1_b = conv1.bias.detach().repeat(4).to(dtype)
+        self.up_norm = norm if dtype == torch.float32 else copy.deepcopy(norm).to(dtype)
+        self.up2_w = conv2.weight.detach().permute(0, 2, 3, 1).flatten(1).contiguous().to(dtype)
+        self.up2_b = conv2.bias.detach().repeat(4).to(dtype)
         self.output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight]).detach()
 
     def image_context(self, embedding: torch.Tensor) -> ImageContext:
@@ -217,7 +217,7 @@ class FastMaskDecoder:
         hyper = torch.stack(
             [mlp(queries[keep, 1 + i]) for i, mlp in enumerate(self.decoder.output_hypernetworks_mlps)], dim=1
         )  # [r,4,32]
-        masks = self._upscale(x2[keep].float(), hyper, gy, gx)  # [r,4,gy,2,2,gx,2,2]
+        masks = self._upscale(x2[keep], hyper.to(self.dtype), gy, gx).float()  # [r,4,gy,2,2,gx,2,2]
         for k, row in enumerate(rows[wanted]):
             # Y = 4y + 2i + i2 (and X alike): a view of the output window takes the blocks in one copy.
             logits[row, :, : gy * UPSCALE, : gx * UPSCALE].view(4, gy, 2, 2, gx, 2, 2).copy_(masks[k])

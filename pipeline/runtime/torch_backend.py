@@ -40,7 +40,7 @@ class TorchSam:
     GPU options for the encoder: ``precision`` bf16 / fp16 autocast (LayerNorm2d, LiteMLA attention and the neck's
     upsampling stay fp32 inside the model), ``channels_last`` memory format, ``compile`` (``torch.compile``, the
     first call per input shape is slow). Canvases from the host are uploaded from pinned memory.
-    ``decoder_precision`` bf16 runs the fast decoder's two-way transformer in bf16 (heads and upscaling fp32) and
+    ``decoder_precision`` bf16 runs the fast decoder's image side in bf16 (prompt tokens and heads fp32) and
     SAM's decoder, for prompts with a mask input, under bf16 autocast; outputs are fp32 either way.
     """
 

@@ -28,9 +28,11 @@ CARD = json.loads(DEMO_CARD_FILE.read_text())
 def test_card_names_the_committed_file_and_its_sha256():
     weights = WEIGHTS_DIR / CARD["weights"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == CARD["sha256"]
-    stages = CARD["reproduce"]["train"]  # from scratch, then continued from the first run's weights (--init)
+    stages = CARD["reproduce"]["train"]  # from scratch, then each run continued from the previous one's (--init)
     assert all("jobs.train_sam" in stage for stage in stages) and "jobs.shapes" in CARD["reproduce"]["data"]
-    assert "--init" in stages[-1] and len(CARD["reproduce"]["stage1_sha256"]) == 64
+    assert "--init" not in stages[0] and all("--init" in stage for stage in stages[1:])
+    between = CARD["reproduce"]["stage_sha256"]  # the outputs of every run but the last
+    assert len(between) == len(stages) - 1 and all(len(sha) == 64 for sha in between)
     sam, sha256 = load_model(ModelConfig(name="demo-shapes"), StorageConfig())  # the default weights, checked
     assert sha256 == CARD["sha256"] and sam.encoder_input_size == 256
 
