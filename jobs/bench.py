@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML config (sections as in jobs/configs/label.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--no-reference", action="store_true", help="time our side only")
+    parser.add_argument(
+        "--reference-allocator",
+        choices=["default", "same"],
+        default="default",
+        help="default: the reference runs with a plain Python process's malloc settings (the usual way); same: with "
+        "ours (segment.keep_freed_memory), for a like-for-like figure",
+    )
     parser.add_argument("--encoder-only", action="store_true", help="encoder images/s per --batch-sizes")
     parser.add_argument(
         "--gpu-table",
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 size_hw=(height, width),
                 boxes_per_image=args.boxes_per_image,
                 reference=not args.no_reference,
+                reference_allocator=args.reference_allocator,
                 seed=args.seed,
             )
             report = run_bench(cfg, options)

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:  # --init: raised before the first step
         print(f"train_sam: error: --init {e}", file=sys.stderr)
         return 2
+    except ValueError as e:  # --train-only naming no parameter: raised before the first step
+        print(f"train_sam: error: {e}", file=sys.stderr)
+        return 2
     print(f"train_sam: {cfg.steps} steps in {summary['seconds']} s; weights in {args.out}")
     return 0
 

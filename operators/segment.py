@@ -38,7 +38,7 @@ from pipeline.config import (
 from pipeline.grid import GridMasks, generate_grid_masks
 from pipeline.masks import ImageMasks
 from pipeline.predictor import EncodedImages
-from pipeline.runtime import load_runtime
+from pipeline.runtime import allocator, load_runtime
 from pipeline.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Segment:
         yolo: YoloConfig | None = None,
         autoppn: AutoPPNConfig | None = None,
         max_masks: int | None = None,
+        keep_freed_memory: bool = True,
     ) -> None:
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
@@ -74,6 +75,8 @@ class Segment:
         self.boxes = _box_settings(mode, boxes, yolo or YoloConfig())
         self.autoppn = autoppn or AutoPPNConfig()
         self.runtime = load_runtime(model, storage, decoder_chunk)
+        if keep_freed_memory and self.runtime.device.type == "cpu":
+            allocator.keep_freed_memory()
         self.head = None
         if mode == "autoppn":
             from pipeline.autoppn.checkpoint import load_head

@@ -107,6 +107,7 @@ def build_label_dataset(
         "decoder_chunk": cfg.segment.decoder_chunk,
         "num_threads": cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None),
         "max_masks": cfg.segment.max_masks_per_image,
+        "keep_freed_memory": cfg.segment.keep_freed_memory,
     }
     ds = ds.map_batches(
         Segment,

@@ -26,6 +26,8 @@ def format_table(report: dict) -> str:
             f"{side:<10}{r['seconds']:>9.2f}{r['images_per_second']:>9.3f}{r['prompts_per_image']:>9.1f}"
             f"{r['masks_per_image']:>7.1f}{r['peak_memory_mb'] or 0:>8.0f}  {stages}"
         )
+    if "allocator" in c:
+        lines.append("malloc: " + ", ".join(f"{side} {how}" for side, how in c["allocator"].items()))
     if "gate" in report:
         g = report["gate"]
         lines.append(

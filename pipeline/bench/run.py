@@ -1,4 +1,4 @@
-"""``jobs.bench``'s work: time our labeling path and the reference way on the same images and weights, back to back
+"""``jobs.bench``'s work: time the reference way and our labeling path on the same images and weights, back to back
 in one process, and compare their masks. Returns one JSON-able report (see :func:`run_bench`)."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from pipeline.bench.memory import PeakMemory
 from pipeline.bench.sides import SideResult, make_segment, run_ours, run_reference_boxes, run_reference_grid
 from pipeline.config import LabelConfig, to_dict
 from pipeline.models import create_model
-from pipeline.runtime import load_model, load_runtime
+from pipeline.runtime import allocator, load_model, load_runtime
 from pipeline.runtime.accuracy import accuracy_gate, gate_images
+from pipeline.runtime.torch_backend import pick_device
 from pipeline.timing import STAGES
 
 _EXIF_ORIENTATION, _TRANSPOSED = 0x0112, (5, 6, 7, 8)
@@ -38,13 +39,23 @@ class BenchOptions:
     boxes_per_image: int = 10
     reference: bool = True
     """Also time the reference way and compare masks."""
+    reference_allocator: str = "default"
+    """``default``: the reference runs with the allocator a plain Python process has (the usual way); ``same``: with
+    the settings our side uses (``segment.keep_freed_memory``), for a like-for-like figure."""
     seed: int = 0
 
 
 def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = None) -> dict:
-    """Runs both sides and returns the report (``ours``, ``reference``, ``speedup``, ``agreement``, conditions)."""
+    """Runs both sides and returns the report (``ours``, ``reference``, ``speedup``, ``agreement``, conditions).
+
+    The reference runs first, so that it sees the process's memory allocator as a plain Python process has it
+    (unless ``options.reference_allocator`` is ``same``); ours then applies the label job's own settings
+    (``segment.keep_freed_memory``, :mod:`pipeline.runtime.allocator`), as its actors do.
+    """
     if cfg.prompts.mode not in ("boxes", "grid"):
         raise ValueError(f"--prompts must be boxes or grid for the benchmark, got {cfg.prompts.mode!r}")
+    if options.reference_allocator not in ("default", "same"):
+        raise ValueError(f"reference allocator must be default or same, got {options.reference_allocator!r}")
     with tempfile.TemporaryDirectory(prefix="samlabel-bench-") as tmp:
         work = Path(workdir or tmp)
         files = (
@@ -54,8 +65,23 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
         )
         cfg, weights_note = _with_weights(cfg, work, options.seed)
         boxes = _boxes(files, options) if cfg.prompts.mode == "boxes" else None
+        device = pick_device(cfg.model.device)
+        torch.set_num_threads(cfg.segment.threads or os.cpu_count() or 1)  # both sides, as the segment actor does
+        reference = reference_memory = None
+        if options.reference:
+            if options.reference_allocator == "same" and cfg.segment.keep_freed_memory:
+                allocator.keep_freed_memory()
+            reference_allocator_tuned = allocator.in_effect()
+            model, _ = load_model(cfg.model, cfg.storage)
+            model = model.to(device).eval()
+            _warm_up_reference(model, files[0])
+            with PeakMemory(device) as reference_memory:
+                if boxes is not None:
+                    reference = run_reference_boxes(model, files, boxes)
+                else:
+                    reference = run_reference_grid(model, files, cfg)
+            del model
         segment = make_segment(cfg)
-        device = segment.runtime.device
         _warm_up(segment, files[0], cfg, boxes)
         with PeakMemory(device) as ours_memory:
             ours = run_ours(segment, cfg, files, boxes, work / "out")
@@ -63,17 +89,13 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
             "conditions": _conditions(cfg, files, weights_note, device),
             "ours": _side_report(ours, len(files), ours_memory.peak_mb),
         }
+        tuned = "glibc keeps freed memory (segment.keep_freed_memory)"
+        report["conditions"]["allocator"] = {"ours": tuned if cfg.segment.keep_freed_memory else "default"}
         if cfg.model.precision != "fp32" or cfg.model.decoder_precision != "fp32":
             report["gate"] = _accuracy_gate(cfg, segment.runtime)
-        if not options.reference:
+        if reference is None:
             return report
-        model, _ = load_model(cfg.model, cfg.storage)
-        model = model.to(device)
-        with PeakMemory(device) as reference_memory:
-            if boxes is not None:
-                reference = run_reference_boxes(model, files, boxes)
-            else:
-                reference = run_reference_grid(model, files, cfg)
+        report["conditions"]["allocator"]["reference"] = tuned if reference_allocator_tuned else "default"
         report["reference"] = _side_report(reference, len(files), reference_memory.peak_mb)
         report["speedup"] = round(reference.seconds / ours.seconds, 3) if ours.seconds > 0 else None
         report["agreement"] = (
@@ -112,8 +134,19 @@ def _boxes(files: list[Path], options: BenchOptions) -> list[np.ndarray]:
     return boxes
 
 
+def _warm_up_reference(model, path: Path) -> None:
+    """The reference's first kernel calls (one image set, one box predicted), outside its timing."""
+    from pipeline.bench.sides import load_rgb
+    from pipeline.reference import ReferencePredictor
+    from pipeline.timing import StageTimer
+
+    predictor = ReferencePredictor(model)
+    predictor.set_image(load_rgb(path, StageTimer.off()))
+    predictor.predict(box=np.array([10.0, 10.0, 200.0, 200.0]), multimask_output=True)
+
+
 def _warm_up(segment, path: Path, cfg: LabelConfig, boxes: list[np.ndarray] | None) -> None:
-    """First calls of the kernels (allocator, oneDNN primitives), shared by both sides, outside the timings."""
+    """Our side's first kernel calls (allocator, oneDNN primitives), outside its timing."""
     from pipeline.bench.sides import load_rgb
     from pipeline.predictor import encode_images, predict
     from pipeline.prompts import make_prompts

@@ -53,7 +53,14 @@ def _sync(device: torch.device) -> None:
 
 def make_segment(cfg: LabelConfig) -> Segment:
     return Segment(
-        cfg.model, cfg.prompts.mode, cfg.grid, cfg.boxes, cfg.storage, cfg.segment.decoder_chunk, cfg.segment.threads
+        cfg.model,
+        cfg.prompts.mode,
+        cfg.grid,
+        cfg.boxes,
+        cfg.storage,
+        cfg.segment.decoder_chunk,
+        cfg.segment.threads,
+        keep_freed_memory=cfg.segment.keep_freed_memory,
     )
 
 

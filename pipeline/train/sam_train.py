@@ -76,14 +76,46 @@ class TrainConfig:
     """Store floating-point weights as fp16 (half the file; the loader converts back to fp32)."""
     device: str = "cpu"
     """cpu, cuda or auto (the results differ in the last bits between devices)."""
+    iou_weight: float = 1.0
+    """Weight of the IoU-head MSE (SAM: 1)."""
+    train_only: str = ""
+    """Comma-separated parameter-name prefixes that are trained, all others frozen; empty: all. E.g.
+    ``mask_decoder.iou_prediction_head`` recalibrates the IoU head, which ranks the 3 outputs, without changing a
+    mask."""
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on conv/linear weights only (not on norms, biases or embeddings of size 1 row)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def freeze_except(model: torch.nn.Module, train_only: str) -> int:
+    """Freezes every parameter whose name starts with none of the comma-separated prefixes (none when empty);
+    returns the number of trainable parameters. A prefix that names no parameter is an error."""
+    prefixes = [p.strip() for p in train_only.split(",") if p.strip()]
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(name.startswith(p) for name in names)]
+    if unknown:
+        raise ValueError(f"train_only: no parameter starts with {', '.join(unknown)}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(not prefixes or any(name.startswith(p) for p in prefixes))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train_mode(model: torch.nn.Module) -> torch.nn.Module:
+    """``model.train()``, except that modules with no trainable parameter stay in eval mode, so a frozen
+    encoder's BatchNorm running statistics do not move."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+    return model
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -112,7 +144,8 @@ def train_step(
     canvases, input_hw = prepare_images([s.image for s in samples], model.encoder_input_size)
     device = next(model.parameters()).device
     x = normalize_and_pad(torch.from_numpy(canvases).to(device), torch.from_numpy(input_hw), model.encoder_input_size)
-    embeddings = model.image_encoder(x)  # [B,C,64,64]
+    with torch.set_grad_enabled(any(p.requires_grad for p in model.image_encoder.parameters())):
+        embeddings = model.image_encoder(x)  # [B,C,64,64]
     multimask = bool(rng.random() < cfg.multimask_prob)
     logits, ious, targets, valids = [], [], [], []
     for i, s in enumerate(samples):  # one decoder call per image: its prompts share one token layout
@@ -147,9 +180,12 @@ def train(data: CocoMasks, out: Path, cfg: TrainConfig) -> dict:
 
     model = create_model(cfg.model, seed=cfg.seed)
     init_sha256 = load_checkpoint(model, cfg.init, model_name=cfg.model) if cfg.init else None
-    model = model.to(pick_device(cfg.device)).train()
+    model = model.to(pick_device(cfg.device))
+    trainable = freeze_except(model, cfg.train_only)
+    train_mode(model)
+    log.info("%d trainable parameters", trainable)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, eps=1e-8)
-    weights = LossWeights(bce=cfg.pixel_weight, focal=cfg.focal)
+    weights = LossWeights(bce=cfg.pixel_weight, iou=cfg.iou_weight, focal=cfg.focal)
     history, window, start = [], [], time.time()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
@@ -167,7 +203,7 @@ def train(data: CocoMasks, out: Path, cfg: TrainConfig) -> dict:
             window = []
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save_weights(model.eval(), out.with_name(f"{out.stem}.step{step + 1}{out.suffix}"), cfg.half)
-            model.train()
+            train_mode(model)
     save_weights(model.eval(), out, cfg.half)
     seconds = round(time.time() - start, 1)
     summary = {"config": asdict(cfg), "init_sha256": init_sha256, "seconds": seconds, "history": history}

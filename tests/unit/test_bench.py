@@ -21,8 +21,11 @@ def test_boxes_bench_reports_both_sides_and_agreement(tmp_path, capsys) -> None:
     assert report["speedup"] > 0
     assert report["agreement"]["mask_iou"]["n"] == 3 and report["agreement"]["mask_iou"]["min"] >= 0.99
     assert report["conditions"]["weights"].startswith("random")
+    # Our side runs with the label job's malloc settings; the report says what each side had.
+    assert report["conditions"]["allocator"]["ours"].startswith("glibc keeps freed memory")
+    assert set(report["conditions"]["allocator"]) == {"ours", "reference"}
     table = capsys.readouterr().out
-    assert "speedup" in table and "reference" in table
+    assert "speedup" in table and "reference" in table and "malloc: ours" in table
 
 
 def test_reduced_precision_bench_reports_the_accuracy_gate(tmp_path, capsys) -> None:

@@ -55,6 +55,22 @@ def test_init_continues_from_given_weights(shapes, tmp_path, capsys):
     assert "--init" in capsys.readouterr().err and not (tmp_path / "c.safetensors").exists()
 
 
+def test_train_only_changes_only_the_named_parts(shapes, tmp_path, capsys):
+    gt, images = shapes
+    base = ["--train-json", str(gt), "--images", str(images), "--images-per-step", "1", "--masks-per-image", "2"]
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert train_main([*base, "--out", str(first), "--steps", "1"]) == 0
+    head = "mask_decoder.iou_prediction_head"
+    args = ["--out", str(second), "--steps", "3", "--lr", "0.01", "--init", str(first), "--train-only", head]
+    assert train_main([*base, *args]) == 0
+    a, b = load_file(first), load_file(second)
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    # Nothing else moves, BatchNorm running statistics of the frozen encoder included.
+    assert changed and all(k.startswith(head) for k in changed)
+    assert train_main([*base, "--out", str(tmp_path / "c.safetensors"), "--train-only", "mask_decoder.nope"]) == 2
+    assert "mask_decoder.nope" in capsys.readouterr().err and not (tmp_path / "c.safetensors").exists()
+
+
 def test_missing_annotation_file_fails_with_one_line(tmp_path, capsys):
     assert train_main(["--train-json", str(tmp_path / "no.json"), "--images", ".", "--out", "x.safetensors"]) == 2
     assert "no.json" in capsys.readouterr().err
