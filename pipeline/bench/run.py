@@ -90,7 +90,7 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
             "ours": _side_report(ours, len(files), ours_memory.peak_mb),
         }
         tuned = "glibc keeps freed memory (segment.keep_freed_memory)"
-        report["conditions"]["allocator"] = {"ours": tuned if cfg.segment.keep_freed_memory else "default"}
+        report["conditions"]["allocator"] = {"ours": tuned if allocator.in_effect() else "default"}
         if cfg.model.precision != "fp32" or cfg.model.decoder_precision != "fp32":
             report["gate"] = _accuracy_gate(cfg, segment.runtime)
         if reference is None:
