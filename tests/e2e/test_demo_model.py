@@ -29,7 +29,8 @@ def test_card_names_the_committed_file_and_its_sha256():
     weights = WEIGHTS_DIR / CARD["weights"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == CARD["sha256"]
     stages = CARD["reproduce"]["train"]  # from scratch, then each run continued from the previous one's (--init)
-    assert all("jobs.train_sam" in stage for stage in stages) and "jobs.shapes" in CARD["reproduce"]["data"]
+    assert all("jobs.train_sam" in stage for stage in stages)
+    assert all("jobs.shapes" in command for command in CARD["reproduce"]["data"])  # the training splits
     assert "--init" not in stages[0] and all("--init" in stage for stage in stages[1:])
     between = CARD["reproduce"]["stage_sha256"]  # the outputs of every run but the last
     assert len(between) == len(stages) - 1 and all(len(sha) == 64 for sha in between)
