@@ -3,6 +3,7 @@ CPU-only machines (the actors pick their device themselves)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +40,8 @@ SMALL_RUN = [
 
 @pytest.fixture(scope="session")
 def ray_context() -> Iterator[object]:
-    """Starts the cluster (with the dashboard, for the Jobs API) and yields its ``RayContext``."""
+    """Starts the cluster (with the dashboard, for the Jobs API) and yields its ``RayContext``; its session folder
+    (logs, job packages, spilled objects) is removed at the end."""
     import ray
 
     context = ray.init(
@@ -54,6 +56,7 @@ def ray_context() -> Iterator[object]:
         yield context
     finally:
         ray.shutdown()
+        shutil.rmtree(context.address_info["session_dir"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
