@@ -53,7 +53,9 @@ class ModelConfig:
     backend: Literal["torch", "onnx", "tensorrt"] = "torch"
     """Runtime that executes the model."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Encoder precision (fp16 keeps LayerNorm and attention in fp32)."""
+    """Encoder precision (fp16 keeps LayerNorm and attention in fp32). bf16 (torch backend) is checked against fp32
+    on the driver before the run (the accuracy gate, with ``decoder_precision``); fp16 is a GPU setting (torch,
+    tensorrt) and is not; the ONNX backend runs fp32 only."""
     decoder_precision: Literal["fp32", "bf16"] = "fp32"
     """torch backend: mask decoder precision. bf16 (image side; prompt tokens and heads stay fp32) is
     checked against fp32 on the driver before the run (the accuracy gate, mean mask IoU >= 0.98) and refused when

@@ -64,13 +64,11 @@ def prepare_labeling(cfg: LabelConfig) -> Labeling:
     """Validates ``cfg``, verifies the weights (and the prompt model's) and plans the inputs; ValueError/OSError
     name the problem."""
     from pipeline.runtime import verify_weights
+    from pipeline.runtime.accuracy import check_precision
 
     validate_label_config(cfg)
     weights_sha256 = verify_weights(cfg.model, cfg.storage)
-    if cfg.model.decoder_precision != "fp32":
-        from pipeline.runtime.accuracy import check_decoder_precision
-
-        check_decoder_precision(cfg.model, cfg.storage)
+    check_precision(cfg.model, cfg.storage)
     prompt_model = check_prompt_model(cfg)
     return Labeling(cfg, weights_sha256, plan_inputs(cfg, prompt_model.categories), prompt_model)
 

@@ -91,21 +91,35 @@ def gate_images(count: int = 3) -> list[np.ndarray]:
     return [generate_image(np.random.default_rng(seed), ShapesConfig())[0] for seed in range(count)]
 
 
-def check_decoder_precision(model: ModelConfig, storage: StorageConfig) -> GateResult:
-    """Gates ``model.decoder_precision`` (with the configured encoder precision) against fp32 on the driver's CPU,
-    before any work; ValueError naming the setting when the masks differ too much. Whether a reduced-precision
-    decoder keeps the masks depends on the weights (a model whose logits sit close to 0 flips pixels), so it is
-    checked for the weights of this run."""
+def reduced_precision_settings(model: ModelConfig) -> list[str]:
+    """The settings of ``model`` that the label job gates: a bf16 encoder and a bf16 mask decoder (torch backend).
+    An fp16 encoder is a GPU setting the driver's CPU cannot run; ``jobs.bench --gpu-table`` gates it."""
+    settings = []
+    if model.backend == "torch" and model.precision == "bf16":
+        settings.append("model.precision=bf16")
+    if model.decoder_precision != "fp32":
+        settings.append(f"model.decoder_precision={model.decoder_precision}")
+    return settings
+
+
+def check_precision(model: ModelConfig, storage: StorageConfig) -> GateResult | None:
+    """Gates the reduced-precision settings of ``model`` (see :func:`reduced_precision_settings`) together against
+    fp32 on the driver's CPU, before any work; None when there are none, ValueError naming them when the masks
+    differ too much. Whether bf16 keeps the masks depends on the weights (a model whose logits sit close to 0, or
+    whose best-of-3 IoU predictions are close, flips pixels or picks), so it is checked for the weights of this run."""
     from pipeline.runtime import load_runtime
 
-    encoder = model.precision if model.precision != "fp16" else "fp32"  # fp16 is a GPU encoder setting
+    settings = reduced_precision_settings(model)
+    if not settings:
+        return None
+    encoder = "bf16" if "model.precision=bf16" in settings else "fp32"
     cpu = dataclasses.replace(model, backend="torch", device="cpu", compile=False)
     candidate = load_runtime(dataclasses.replace(cpu, precision=encoder), storage, decoder_chunk=64)
     reference = load_runtime(dataclasses.replace(cpu, precision="fp32", decoder_precision="fp32"), storage, 64)
     result = accuracy_gate(candidate, reference, gate_images(), threshold=GATE_MASK_IOU)
     if not result.passed:
         raise ValueError(
-            f"model.decoder_precision={model.decoder_precision} fails the accuracy gate for {model.name}: mean mask "
-            f"IoU {result.mask_iou_mean:.3f} against fp32 (at least {result.threshold} needed); use fp32"
+            f"{' with '.join(settings)} fails the accuracy gate for {model.name}: mean mask IoU "
+            f"{result.mask_iou_mean:.3f} against fp32 (at least {result.threshold} needed); use fp32"
         )
     return result

@@ -221,6 +221,7 @@ def test_s3_run_equals_local_run(ray_cluster, s3_endpoint, s3_bucket, grid_run, 
         (["--set", "grid.pred_iou_thres=0.5"], "unknown config key 'grid.pred_iou_thres'"),
         (["--weights", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
         (["--set", "model.backend=onnx", "--set", "model.decoder_precision=bf16"], "needs model.backend=torch"),
+        (["--set", "model.backend=onnx", "--set", "model.precision=bf16"], "model.precision=bf16 needs model.backend"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):

@@ -11,7 +11,8 @@ from pipeline.config import ModelConfig, StorageConfig
 from pipeline.models import create_model
 from pipeline.predictor import encode_images
 from pipeline.prompts import make_prompts
-from pipeline.runtime.accuracy import accuracy_gate, check_decoder_precision
+from pipeline.runtime import accuracy
+from pipeline.runtime.accuracy import accuracy_gate, check_precision
 from pipeline.runtime.torch_backend import TorchSam
 from tests.fixtures import fixture_images, fixture_model
 
@@ -52,6 +53,28 @@ def test_other_weights_fail_the_gate(reference) -> None:
         accuracy_gate(reference, reference, [])
 
 
-def test_the_label_jobs_decoder_gate_passes_a_model_that_keeps_its_masks() -> None:
-    result = check_decoder_precision(ModelConfig(name="mini-l", decoder_precision="bf16"), StorageConfig())
+def test_the_label_jobs_gate_passes_a_model_that_keeps_its_masks() -> None:
+    result = check_precision(ModelConfig(name="mini-l", decoder_precision="bf16"), StorageConfig())
     assert result.passed and result.prompts == 54  # three generated images, 18 prompts each
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"precision": "bf16"}, "model.precision=bf16 fails"),
+        ({"decoder_precision": "bf16"}, "model.decoder_precision=bf16 fails"),
+        ({"precision": "bf16", "decoder_precision": "bf16"}, "model.precision=bf16 with model.decoder_precision=bf16"),
+    ],
+)
+def test_the_label_jobs_gate_checks_a_bf16_encoder_and_decoder_and_names_them(monkeypatch, settings, named) -> None:
+    # mini-l keeps ~0.99 of its masks in bf16; a bar above that must refuse each reduced setting, named.
+    monkeypatch.setattr(accuracy, "GATE_MASK_IOU", 0.9999)
+    with pytest.raises(ValueError, match=f"{named}.* the accuracy gate for mini-l"):
+        check_precision(ModelConfig(name="mini-l", **settings), StorageConfig())
+
+
+@pytest.mark.parametrize("settings", [{}, {"precision": "fp16"}])
+def test_fp32_and_the_gpu_only_fp16_encoder_are_not_gated_on_the_driver(monkeypatch, settings) -> None:
+    # fp16 is a GPU encoder setting; the driver's CPU has nothing to compare (jobs.bench --gpu-table gates it).
+    monkeypatch.setattr(accuracy, "GATE_MASK_IOU", 2.0)
+    assert check_precision(ModelConfig(name="mini-l", **settings), StorageConfig()) is None
