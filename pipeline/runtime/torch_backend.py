@@ -112,6 +112,8 @@ class TorchSam:
             ious.append(iou.float())
         if not logits:
             return torch.zeros((0, 4, 256, 256), device=self.device), torch.zeros((0, 4), device=self.device)
+        if len(logits) == 1:  # the usual case (one call per chunk): no copy of [P,4,256,256]
+            return logits[0], ious[0]
         return torch.cat(logits), torch.cat(ious)
 
     def _decode_chunk(
