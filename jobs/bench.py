@@ -45,8 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", help="weight file for both sides (default: seeded random weights)")
     parser.add_argument("--backend", choices=["torch", "onnx", "tensorrt"])
     parser.add_argument("--device", help="cpu, cuda or auto")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="encoder precision (ours)")
-    parser.add_argument("--decoder-precision", choices=["fp32", "bf16"], help="mask decoder precision (ours)")
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="encoder precision (ours; config default auto)"
+    )
+    parser.add_argument(
+        "--decoder-precision", choices=["auto", "fp32", "bf16"], help="mask decoder precision (ours; default auto)"
+    )
     parser.add_argument("--threads", type=int, help="compute threads (default: every core)")
     parser.add_argument("--config", help="YAML config (sections as in jobs/configs/label.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -78,6 +82,11 @@ def build_config(args: argparse.Namespace) -> LabelConfig:
     return load_config(LabelConfig, args.config, overrides + args.set)
 
 
+def runtime_precision(runtime) -> str:
+    """The encoder precision a runtime runs (``auto`` resolved); fp32 for backends without the setting."""
+    return getattr(runtime, "precision", "fp32")
+
+
 def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -91,7 +100,7 @@ def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         row = encoder_throughput(runtime, batch, args.iterations)
-        rows.append({"what": "encoder-only", "model": cfg.model.name, "precision": cfg.model.precision, **row})
+        rows.append({"what": "encoder-only", "model": cfg.model.name, "precision": runtime_precision(runtime), **row})
     return {"weights": weights, "device": str(runtime.device), "rows": rows}
 
 

@@ -52,14 +52,16 @@ class ModelConfig:
     """Expected sha256 of the weight file; a mismatch fails the run before any image is read."""
     backend: Literal["torch", "onnx", "tensorrt"] = "torch"
     """Runtime that executes the model."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Encoder precision (fp16 keeps LayerNorm and attention in fp32). bf16 (torch backend) is checked against fp32
-    on the driver before the run (the accuracy gate, with ``decoder_precision``); fp16 is a GPU setting (torch,
-    tensorrt) and is not; the ONNX backend runs fp32 only."""
-    decoder_precision: Literal["fp32", "bf16"] = "fp32"
-    """torch backend: mask decoder precision. bf16 (image side; prompt tokens and heads stay fp32) is
-    checked against fp32 on the driver before the run (the accuracy gate, mean mask IoU >= 0.98) and refused when
-    it fails; faster on CPUs with AVX512-BF16 or AMX, slower on CPUs without."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Encoder precision. auto: bf16 where the worker's device runs it natively (CPUs with AVX512-BF16 or AMX, GPUs
+    from Ampere on) and these weights pass the accuracy gate there (mean mask IoU >= 0.98 against fp32), else fp32
+    (``pipeline.runtime.auto_precision``; torch backend, fp32 on the others). bf16 set explicitly (torch) is checked
+    against fp32 on the driver before the run and refused when it fails; fp16 (torch, tensorrt) keeps LayerNorm and
+    attention in fp32 and is a GPU setting; the ONNX backend runs fp32 only."""
+    decoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """torch backend: mask decoder precision, auto as ``precision``. bf16 (image side; prompt tokens and heads stay
+    fp32) set explicitly is gated on the driver like ``precision``; faster on CPUs with AVX512-BF16 or AMX, slower
+    on CPUs without."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, or cuda[:N]; decided inside each worker."""
     channels_last: bool = True

@@ -21,9 +21,9 @@ def validate_label_config(cfg: LabelConfig) -> None:
         resolve_name(cfg.model.name)
     except ValueError as e:
         raise ConfigError(f"model.name: {e}") from None
-    if cfg.model.decoder_precision != "fp32" and cfg.model.backend != "torch":
+    if cfg.model.decoder_precision == "bf16" and cfg.model.backend != "torch":
         raise ConfigError(f"model.decoder_precision={cfg.model.decoder_precision} needs model.backend=torch")
-    if cfg.model.precision != "fp32" and cfg.model.backend == "onnx":
+    if cfg.model.precision not in ("fp32", "auto") and cfg.model.backend == "onnx":
         raise ConfigError(f"model.precision={cfg.model.precision} needs model.backend=torch or tensorrt (onnx: fp32)")
     if cfg.prompts.mode == "yolo" and not cfg.yolo.weights:
         raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")

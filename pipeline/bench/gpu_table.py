@@ -47,12 +47,21 @@ def gpu_table(
     for name in models:
         base = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=name))
         base, _ = _with_weights(base, work, seed=0)
-        reference = load_runtime(dataclasses.replace(base.model, precision="fp32"), base.storage, 64)
+        fp32 = dataclasses.replace(base.model, precision="fp32", decoder_precision="fp32")
+        reference = load_runtime(fp32, base.storage, 64)
+        # The rows are about the encoder's precision: the decoder runs as configured, fp32 for "auto".
+        decoder = "fp32" if base.model.decoder_precision == "auto" else base.model.decoder_precision
         for precision in precisions:
-            model = dataclasses.replace(base.model, precision=precision)
+            model = dataclasses.replace(base.model, precision=precision, decoder_precision=decoder)
             runtime = load_runtime(model, base.storage, base.segment.decoder_chunk)
-            gate = accuracy_gate(runtime, reference, gate_images) if precision != "fp32" else None
-            common = {"model": name, "precision": precision, "gate_mask_iou": gate and gate.mask_iou_mean}
+            reduced = (runtime.precision, runtime.decoder_precision) != ("fp32", "fp32")
+            gate = accuracy_gate(runtime, reference, gate_images) if reduced else None
+            common = {
+                "model": name,
+                "precision": runtime.precision,
+                "decoder_precision": runtime.decoder_precision,
+                "gate_mask_iou": gate and gate.mask_iou_mean,
+            }
             encoder = {"what": "encoder-only", **common, **encoder_throughput(runtime, batch, iterations)}
             boxes = {"what": "segment+10box", **common, **segment_throughput(runtime, batch, 10, iterations)}
             boxes["fraction_of_encoder_only"] = round(boxes["images_per_second"] / encoder["images_per_second"], 3)

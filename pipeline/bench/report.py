@@ -10,9 +10,10 @@ _COLUMNS = (*STAGES, "mask_generator")
 def format_table(report: dict) -> str:
     """Conditions, one row per side (seconds, images/s, prompts and masks per image, stages), ratio, agreement."""
     c = report["conditions"]
+    auto = [" (auto)" if v == "auto" else "" for v in c.get("configured_precision", ["", ""])]
     lines = [
-        f"model {c['model']} ({c['weights']} weights), {c['backend']} encoder {c['precision']}, decoder "
-        f"{c.get('decoder_precision', 'fp32')} on {c['machine']['device']} "
+        f"model {c['model']} ({c['weights']} weights), {c['backend']} encoder {c['precision']}{auto[0]}, decoder "
+        f"{c.get('decoder_precision', 'fp32')}{auto[1]} on {c['machine']['device']} "
         f"[{c['machine']['cpu']}, {c['machine']['torch_threads']} threads], prompts {c['prompts']}, "
         f"{c['images']['count']} images of {c['images']['megapixels_min']}-{c['images']['megapixels_max']} MP",
         f"{'side':<10}{'seconds':>9}{'img/s':>9}{'prompts':>9}{'masks':>7}{'peakMB':>8}  stage seconds",

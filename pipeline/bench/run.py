@@ -91,7 +91,8 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
         }
         tuned = "glibc keeps freed memory (segment.keep_freed_memory)"
         report["conditions"]["allocator"] = {"ours": tuned if allocator.in_effect() else "default"}
-        if cfg.model.precision != "fp32" or cfg.model.decoder_precision != "fp32":
+        report["conditions"].update(_resolved_precision(segment.runtime, cfg))
+        if report["conditions"]["precision"] != "fp32" or report["conditions"]["decoder_precision"] != "fp32":
             report["gate"] = _accuracy_gate(cfg, segment.runtime)
         if reference is None:
             return report
@@ -104,6 +105,13 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
             else grid_agreement(ours.rles, reference.rles)
         )
         return report
+
+
+def _resolved_precision(runtime, cfg: LabelConfig) -> dict:
+    """The precisions our side ran (``auto`` resolved in the runtime) and the configured ones."""
+    configured = {"precision": cfg.model.precision, "decoder_precision": cfg.model.decoder_precision}
+    ran = {k: getattr(runtime, k, "fp32" if v == "auto" else v) for k, v in configured.items()}
+    return {**ran, "configured_precision": list(configured.values())}
 
 
 def _accuracy_gate(cfg: LabelConfig, runtime) -> dict:

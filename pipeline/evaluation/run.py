@@ -78,11 +78,13 @@ def evaluate(request: EvalRequest, storage: StorageConfig) -> dict:
     out: dict = {"gt": request.gt, "images": request.images, "protocols": list(protocols)}
     runtime = None
     if any(p == "point" or (p in ("box", "detector") and not request.labels) for p in protocols):
-        from pipeline.runtime import load_model, resolve_weights
+        from pipeline.runtime import fp32_unless_set, load_model, resolve_weights
         from pipeline.runtime.torch_backend import TorchSam, pick_device
 
         sam, sha256 = load_model(request.model, storage)
-        runtime = TorchSam(sam, pick_device(request.model.device), request.model.precision, request.decoder_chunk)
+        # The protocols measure the model itself: fp32 unless a precision is asked for.
+        precision = fp32_unless_set(request.model).precision
+        runtime = TorchSam(sam, pick_device(request.model.device), precision, request.decoder_chunk)
         out["model"] = {
             "name": request.model.name,
             "weights": resolve_weights(request.model),

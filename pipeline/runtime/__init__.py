@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +15,8 @@ from pipeline.config import ModelConfig, StorageConfig
 from pipeline.models import EfficientViTSam, create_model, model_card
 from pipeline.runtime.base import SamRuntime
 from pipeline.runtime.torch_backend import TorchSam, pick_device
+
+log = logging.getLogger(__name__)
 
 
 def resolve_weights(model: ModelConfig) -> str | None:
@@ -48,19 +52,34 @@ def load_model(model: ModelConfig, storage: StorageConfig) -> tuple[EfficientViT
     return sam, sha256
 
 
+def fp32_unless_set(model: ModelConfig) -> ModelConfig:
+    """``model`` with ``auto`` precisions as fp32: for work that must reproduce exactly (training, evaluation)."""
+    return dataclasses.replace(
+        model,
+        precision="fp32" if model.precision == "auto" else model.precision,
+        decoder_precision="fp32" if model.decoder_precision == "auto" else model.decoder_precision,
+    )
+
+
 def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int) -> SamRuntime:
     """The configured backend with the model's weights, on the device picked inside this worker."""
     device = pick_device(model.device)
     sam, sha256 = load_model(model, storage)
     if model.backend == "torch":
+        from pipeline.runtime.auto_precision import resolve_precision
+
+        chosen = resolve_precision(sam, device, model.precision, model.decoder_precision, model.channels_last)
+        if "auto" in (model.precision, model.decoder_precision):
+            gate = "" if chosen.gate_mask_iou is None else f", accuracy gate {chosen.gate_mask_iou:.3f}"
+            log.info("precision auto on %s: encoder %s, decoder %s%s", device, *chosen.pair, gate)
         return TorchSam(
             sam,
             device=device,
-            precision=model.precision,
+            precision=chosen.precision,
             decoder_chunk=decoder_chunk,
             channels_last=model.channels_last,
             compile=model.compile,
-            decoder_precision=model.decoder_precision,
+            decoder_precision=chosen.decoder_precision,
         )
     if model.backend == "onnx":
         from pipeline.runtime.onnx_backend import OnnxSam
@@ -79,12 +98,11 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
         import_tensorrt()  # fails in one line without the [trt] extra, before any export work
         if device.type != "cuda" or model.precision == "bf16":
             raise ValueError("model.backend=tensorrt needs a CUDA device and precision fp32 or fp16")
+        precision = "fp32" if model.precision == "auto" else model.precision
         folder = _exported_onnx(sam, model, sha256)
         # Random test weights have no file: the model name stands in for their sha256.
         model_sha = sha256 or hashlib.sha256(f"{model.name}:random".encode()).hexdigest()
-        engines = ensure_engines(
-            folder, cache_dir(model) / "tensorrt", model_sha, model.precision, sam.encoder_input_size
-        )
+        engines = ensure_engines(folder, cache_dir(model) / "tensorrt", model_sha, precision, sam.encoder_input_size)
         return TensorRTSam(*engines, encoder_input_size=sam.encoder_input_size, decoder_chunk=decoder_chunk)
     raise ValueError(f"model.backend={model.backend!r} is not available in this build")
 

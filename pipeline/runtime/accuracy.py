@@ -48,7 +48,7 @@ def gate_prompts(original_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return boxes_to_prompt_frame(boxes, original_hw), to_prompt_frame(centres[:, None], original_hw)
 
 
-def _masks(runtime: SamRuntime, images: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def gate_masks(runtime: SamRuntime, images: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Best-of-3 low-res masks per image [18,h,w] (valid part) and the embeddings as a CPU float tensor."""
     encoded = encode_images(runtime, images)
     out = []
@@ -65,20 +65,25 @@ def _masks(runtime: SamRuntime, images: Sequence[np.ndarray]) -> tuple[list[torc
     )
 
 
+def mask_ious(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> torch.Tensor:
+    """Per-prompt mask IoU [sum of prompts] of two :func:`gate_masks` results (1 where both are empty)."""
+    ious = []
+    for a, b in zip(ours, theirs, strict=True):
+        inter = (a & b).flatten(1).sum(1).float()
+        union = (a | b).flatten(1).sum(1).float()
+        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)))
+    return torch.cat(ious)
+
+
 def accuracy_gate(
     candidate: SamRuntime, reference: SamRuntime, images: Sequence[np.ndarray], threshold: float = GATE_MASK_IOU
 ) -> GateResult:
     """Compares ``candidate`` with ``reference`` (fp32) on ``images`` (HWC uint8 RGB); see the module docstring."""
     if not images:
         raise ValueError("the accuracy gate needs at least one image")
-    ours, our_embeddings = _masks(candidate, images)
-    theirs, their_embeddings = _masks(reference, images)
-    ious = []
-    for a, b in zip(ours, theirs, strict=True):
-        inter = (a & b).flatten(1).sum(1).float()
-        union = (a | b).flatten(1).sum(1).float()
-        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)))
-    iou = torch.cat(ious)
+    ours, our_embeddings = gate_masks(candidate, images)
+    theirs, their_embeddings = gate_masks(reference, images)
+    iou = mask_ious(ours, theirs)
     error = float((our_embeddings.float() - their_embeddings.float()).abs().max() / their_embeddings.abs().max())
     mean = float(iou.mean())
     return GateResult(mean >= threshold, threshold, len(iou), round(mean, 6), round(float(iou.min()), 6), error)
@@ -94,10 +99,10 @@ def gate_images(count: int = 3) -> list[np.ndarray]:
 def reduced_precision_settings(model: ModelConfig) -> list[str]:
     """The settings of ``model`` that the label job gates: a bf16 encoder and a bf16 mask decoder (torch backend).
     An fp16 encoder is a GPU setting the driver's CPU cannot run; ``jobs.bench --gpu-table`` gates it."""
-    settings = []
+    settings = []  # "auto" is resolved and gated inside each worker (pipeline.runtime.auto_precision)
     if model.backend == "torch" and model.precision == "bf16":
         settings.append("model.precision=bf16")
-    if model.decoder_precision != "fp32":
+    if model.decoder_precision == "bf16":
         settings.append(f"model.decoder_precision={model.decoder_precision}")
     return settings
 
@@ -113,8 +118,9 @@ def check_precision(model: ModelConfig, storage: StorageConfig) -> GateResult | 
     if not settings:
         return None
     encoder = "bf16" if "model.precision=bf16" in settings else "fp32"
+    decoder = "bf16" if model.decoder_precision == "bf16" else "fp32"
     cpu = dataclasses.replace(model, backend="torch", device="cpu", compile=False)
-    candidate = load_runtime(dataclasses.replace(cpu, precision=encoder), storage, decoder_chunk=64)
+    candidate = load_runtime(dataclasses.replace(cpu, precision=encoder, decoder_precision=decoder), storage, 64)
     reference = load_runtime(dataclasses.replace(cpu, precision="fp32", decoder_precision="fp32"), storage, 64)
     result = accuracy_gate(candidate, reference, gate_images(), threshold=GATE_MASK_IOU)
     if not result.passed:

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.autoppn.targets import Targets, build_targets
-from pipeline.runtime import load_runtime
+from pipeline.runtime import fp32_unless_set, load_runtime
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.data import Sample
 from pipeline.train.embeddings import EmbeddingStore, encode_samples, stored_batches
@@ -46,7 +46,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=job.optim.epochs * steps_per_epoch)
     start_epoch = _resume(head, optimizer, schedule)
     needs_runtime = config["store"] is None or (rank == 0 and job.val.mask_source == "decoder")
-    runtime = load_runtime(job.model, job.storage, decoder_chunk=64) if needs_runtime else None
+    runtime = load_runtime(fp32_unless_set(job.model), job.storage, decoder_chunk=64) if needs_runtime else None
     source = _Batches(config, job, runtime, rank, world)
     cache = _TargetCache(card, len(train_samples) // world)
     for epoch in range(start_epoch, job.optim.epochs):

@@ -23,7 +23,7 @@ from pipeline.config import to_dict
 from pipeline.graph import init_ray
 from pipeline.io.storage import filesystem, read_bytes, uri_scheme, write_bytes
 from pipeline.models import create_model
-from pipeline.runtime import load_runtime, verify_weights
+from pipeline.runtime import fp32_unless_set, load_runtime, verify_weights
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.data import Sample, read_dataset
 from pipeline.train.embeddings import EmbeddingStore, missing_chunks, precompute_shard
@@ -105,7 +105,7 @@ def _precompute(cfg: TrainJobConfig, store: EmbeddingStore, samples: list[Sample
 
 
 def _encode_shard(cfg: TrainJobConfig, store: EmbeddingStore, samples: list[Sample]) -> str:
-    runtime = load_runtime(cfg.model, cfg.storage, decoder_chunk=1)
+    runtime = load_runtime(fp32_unless_set(cfg.model), cfg.storage, decoder_chunk=1)
     return precompute_shard(runtime, store, samples, cfg.embeddings.batch_size, cfg.storage)
 
 

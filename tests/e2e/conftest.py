@@ -24,6 +24,8 @@ FAST_GRID = [
     "ray.progress=false",
 ]
 """A 4×4 grid with the filters opened up: seconds per run, and masks are kept even from random weights."""
+FP32 = ["--set", "model.precision=fp32", "--set", "model.decoder_precision=fp32"]
+"""The official outputs, for comparisons with the reference code (the default, auto, may pick a gated bf16)."""
 SMALL_RUN = [
     "--model",
     "mini-l",

@@ -24,7 +24,7 @@ from jobs.evaluate import main as evaluate_main
 from jobs.label import main as label_main
 from pipeline.datasets.shapes import write_split
 from pipeline.evaluation.ground_truth import area_bucket
-from tests.e2e.conftest import read_dataset
+from tests.e2e.conftest import FP32, read_dataset
 from tests.fixtures import write_fixture_weights
 
 MODELS = {"mini-l": "fixture", "demo-shapes": None}
@@ -102,6 +102,7 @@ def test_box_and_detector_protocols_equal_pycocotools_on_the_written_outputs(
         "boxes",
         "--prompts-file",
         str(gt_file),
+        *FP32,  # evaluate runs the model in fp32
     )
     independent = _independent_box_miou(gt_file, run / "annotations")
     from_model = _evaluate(

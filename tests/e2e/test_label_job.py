@@ -23,7 +23,7 @@ from pipeline.config import IMAGE_EXTENSIONS
 from pipeline.masks import decode_rle, mask_iou
 from pipeline.reference import ReferencePredictor
 from pipeline.runtime import accuracy
-from tests.e2e.conftest import DATA, FAST_GRID, read_dataset
+from tests.e2e.conftest import DATA, FAST_GRID, FP32, read_dataset
 from tests.fixtures import fixture_model, write_fixture_weights
 from tests.images import write_hostile_corpus
 
@@ -137,6 +137,7 @@ def test_box_prompts_match_the_official_predictor(ray_cluster, tmp_path):
         "boxes",
         "--prompts-file",
         str(boxes_file),
+        *FP32,
         "--set",
         "ray.progress=false",
     )

@@ -29,7 +29,8 @@ def arch(request):
 @pytest.fixture(scope="module")
 def segment(arch, tmp_path_factory):
     weights = write_fixture_weights(tmp_path_factory.mktemp("w") / f"mini_{arch}.pt", arch)
-    model = ModelConfig(name=f"mini-{arch}", weights=str(weights))
+    # fp32: the official outputs (the default, precision auto, may pick a gated bf16 on this CPU).
+    model = ModelConfig(name=f"mini-{arch}", weights=str(weights), precision="fp32", decoder_precision="fp32")
     return Segment(model, "boxes", GridConfig(), BoxesConfig(), StorageConfig(), decoder_chunk=2)
 
 

@@ -25,7 +25,7 @@ def test_precedence_defaults_yaml_then_overrides(tmp_path):
         ("grid.points_per_sid=3", "unknown config key 'grid.points_per_sid'"),
         ("gird.points_per_side=3", "unknown config key 'gird'"),
         ("grid.points_per_side=many", "grid.points_per_side must be an integer"),
-        ("model.precision=fp8", "model.precision must be one of fp32, bf16, fp16"),
+        ("model.precision=fp8", "model.precision must be one of auto, fp32, bf16, fp16"),
         ("boxes.multimask=1", "boxes.multimask must be true or false"),
         ("grid.pred_iou_thresh=high", "grid.pred_iou_thresh must be a number"),
         ("points_per_side", "--set expects section.key=value"),

@@ -1,0 +1,77 @@
+"""``model.precision: auto`` / ``model.decoder_precision: auto``: bf16 where the worker's device runs it natively
+and these weights pass the accuracy gate there, else fp32.
+
+Resolved inside the worker (the driver may have another device): the torch backend tries the candidates in order,
+bf16 encoder and decoder, then one of them in bf16, and keeps the first whose masks pass
+:func:`pipeline.runtime.accuracy.accuracy_gate` against fp32 on the same device. A device without native bf16 (a
+CPU without AVX512-BF16 or AMX, a GPU before Ampere) runs fp32 without trying: emulated bf16 is slower there. An
+explicitly set precision is kept as it is (the driver gates an explicit bf16 before the run).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.models import EfficientViTSam
+from pipeline.runtime.torch_backend import TorchSam
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    precision: str
+    decoder_precision: str
+    gate_mask_iou: float | None
+    """Mean mask IoU against fp32 of the kept candidate (None: fp32, nothing compared)."""
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.precision, self.decoder_precision
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively (not emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def candidates(precision: str, decoder_precision: str) -> list[tuple[str, str]]:
+    """(encoder, decoder) precisions to try in order for the configured pair; the last one is always taken."""
+    encoders = ["bf16", "fp32"] if precision == "auto" else [precision]
+    decoders = ["bf16", "fp32"] if decoder_precision == "auto" else [decoder_precision]
+    pairs = [(e, d) for e in encoders for d in decoders]
+    # Fewer reduced-precision parts first: both in bf16, then one, then none.
+    return sorted(pairs, key=lambda pair: -sum(p == "bf16" for p in pair))
+
+
+def resolve_precision(
+    sam: EfficientViTSam, device: torch.device, precision: str, decoder_precision: str, channels_last: bool
+) -> Resolved:
+    """Concrete precisions for ``sam`` on ``device`` (see the module docstring)."""
+    from pipeline.runtime.accuracy import GATE_MASK_IOU, gate_images, gate_masks, mask_ious
+
+    if precision != "auto" and decoder_precision != "auto":
+        return Resolved(precision, decoder_precision, None)
+    if not native_bf16(device):
+        pairs = [pair for pair in candidates(precision, decoder_precision) if "bf16" not in pair]
+        chosen = pairs[0] if pairs else candidates(precision, decoder_precision)[-1]
+        return Resolved(*chosen, None)
+    images = gate_images()
+    reference = gate_masks(TorchSam(sam, device=device, channels_last=channels_last), images)[0]
+    pairs = candidates(precision, decoder_precision)
+    for encoder, decoder in pairs[:-1]:
+        runtime = TorchSam(
+            sam, device=device, precision=encoder, decoder_precision=decoder, channels_last=channels_last
+        )
+        iou = float(mask_ious(gate_masks(runtime, images)[0], reference).mean())
+        if iou >= GATE_MASK_IOU:
+            return Resolved(encoder, decoder, round(iou, 4))
+        log.info("precision auto: encoder %s, decoder %s fail the accuracy gate (%.3f)", encoder, decoder, iou)
+    return Resolved(*pairs[-1], None)
