@@ -71,7 +71,8 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
         chosen = resolve_precision(sam, device, model.precision, model.decoder_precision, model.channels_last)
         if "auto" in (model.precision, model.decoder_precision):
             gate = "" if chosen.gate_mask_iou is None else f", accuracy gate {chosen.gate_mask_iou:.3f}"
-            log.info("precision auto on %s: encoder %s, decoder %s%s", device, *chosen.pair, gate)
+            took = f" ({chosen.gate_seconds:.1f} s of gate checks)" if chosen.gate_seconds else ""
+            log.info("precision auto on %s: encoder %s, decoder %s%s%s", device, *chosen.pair, gate, took)
         return TorchSam(
             sam,
             device=device,

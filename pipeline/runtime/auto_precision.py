@@ -11,6 +11,7 @@ explicitly set precision is kept as it is (the driver gates an explicit bf16 bef
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,8 @@ class Resolved:
     decoder_precision: str
     gate_mask_iou: float | None
     """Mean mask IoU against fp32 of the kept candidate (None: fp32, nothing compared)."""
+    gate_seconds: float = 0.0
+    """Time spent on the gate (all candidates tried)."""
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -63,6 +66,7 @@ def resolve_precision(
         pairs = [pair for pair in candidates(precision, decoder_precision) if "bf16" not in pair]
         chosen = pairs[0] if pairs else candidates(precision, decoder_precision)[-1]
         return Resolved(*chosen, None)
+    started = time.perf_counter()
     images = gate_images()
     reference = gate_masks(TorchSam(sam, device=device, channels_last=channels_last), images)[0]
     pairs = candidates(precision, decoder_precision)
@@ -72,6 +76,6 @@ def resolve_precision(
         )
         iou = float(mask_ious(gate_masks(runtime, images)[0], reference).mean())
         if iou >= GATE_MASK_IOU:
-            return Resolved(encoder, decoder, round(iou, 4))
+            return Resolved(encoder, decoder, round(iou, 4), time.perf_counter() - started)
         log.info("precision auto: encoder %s, decoder %s fail the accuracy gate (%.3f)", encoder, decoder, iou)
-    return Resolved(*pairs[-1], None)
+    return Resolved(*pairs[-1], None, time.perf_counter() - started)
