@@ -75,6 +75,9 @@ class Segment:
         self.boxes = _box_settings(mode, boxes, yolo or YoloConfig())
         self.autoppn = autoppn or AutoPPNConfig()
         self.runtime = load_runtime(model, storage, decoder_chunk)
+        if getattr(self.runtime, "precision_note", None):
+            # Ray forwards a worker's stdout to the driver (its logging stays in the worker's log files).
+            print(f"samlabel: segment {self.runtime.precision_note}", flush=True)
         if keep_freed_memory and self.runtime.device.type == "cpu":
             allocator.keep_freed_memory()
         self.head = None

@@ -69,11 +69,7 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
         from pipeline.runtime.auto_precision import resolve_precision
 
         chosen = resolve_precision(sam, device, model.precision, model.decoder_precision, model.channels_last)
-        if "auto" in (model.precision, model.decoder_precision):
-            gate = "" if chosen.gate_mask_iou is None else f", accuracy gate {chosen.gate_mask_iou:.3f}"
-            took = f" ({chosen.gate_seconds:.1f} s of gate checks)" if chosen.gate_seconds else ""
-            log.info("precision auto on %s: encoder %s, decoder %s%s%s", device, *chosen.pair, gate, took)
-        return TorchSam(
+        runtime = TorchSam(
             sam,
             device=device,
             precision=chosen.precision,
@@ -82,6 +78,13 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
             compile=model.compile,
             decoder_precision=chosen.decoder_precision,
         )
+        if "auto" in (model.precision, model.decoder_precision):
+            gate = "" if chosen.gate_mask_iou is None else f", accuracy gate {chosen.gate_mask_iou:.3f}"
+            took = f" in {chosen.gate_seconds:.1f} s" if chosen.gate_seconds else ""
+            encoder, decoder = chosen.pair
+            runtime.precision_note = f"precision auto on {device}: encoder {encoder}, decoder {decoder}{gate}{took}"
+            log.info(runtime.precision_note)
+        return runtime
     if model.backend == "onnx":
         from pipeline.runtime.onnx_backend import OnnxSam
 

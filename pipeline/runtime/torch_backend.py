@@ -44,6 +44,9 @@ class TorchSam:
     SAM's decoder, for prompts with a mask input, under bf16 autocast; outputs are fp32 either way.
     """
 
+    precision_note: str | None = None
+    """What ``precision: auto`` resolved to in this worker, for the run's output (set by ``load_runtime``)."""
+
     def __init__(
         self,
         model: EfficientViTSam,

@@ -52,6 +52,13 @@ def test_the_default_config_loads_the_resolved_runtime(monkeypatch) -> None:
     monkeypatch.setattr(auto_precision, "native_bf16", lambda device: True)
     runtime = load_runtime(ModelConfig(name="mini-l", device="cpu"), StorageConfig(), decoder_chunk=16)
     assert (runtime.precision, runtime.decoder_precision) == ("bf16", "bf16")
+    # The segment actor prints this line to the run's output.
+    assert runtime.precision_note.startswith("precision auto on cpu: encoder bf16, decoder bf16, accuracy gate 0.9")
     monkeypatch.setattr(auto_precision, "native_bf16", lambda device: False)
     runtime = load_runtime(ModelConfig(name="mini-l", device="cpu"), StorageConfig(), decoder_chunk=16)
     assert (runtime.precision, runtime.decoder_precision) == ("fp32", "fp32")
+    assert runtime.precision_note == "precision auto on cpu: encoder fp32, decoder fp32"
+    explicit = load_runtime(
+        ModelConfig(name="mini-l", device="cpu", precision="fp32", decoder_precision="fp32"), StorageConfig(), 16
+    )
+    assert explicit.precision_note is None
