@@ -41,7 +41,9 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        # Private probes of torch.cpu (there since PyTorch 2.1); a build without them counts as not native.
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
     return False
 
 
@@ -50,7 +52,7 @@ def candidates(precision: str, decoder_precision: str) -> list[tuple[str, str]]:
     encoders = ["bf16", "fp32"] if precision == "auto" else [precision]
     decoders = ["bf16", "fp32"] if decoder_precision == "auto" else [decoder_precision]
     pairs = [(e, d) for e in encoders for d in decoders]
-    # Fewer reduced-precision parts first: both in bf16, then one, then none.
+    # Most bf16 parts first: both in bf16, then one of them, then none.
     return sorted(pairs, key=lambda pair: -sum(p == "bf16" for p in pair))
 
 

@@ -62,3 +62,11 @@ def test_the_default_config_loads_the_resolved_runtime(monkeypatch) -> None:
         ModelConfig(name="mini-l", device="cpu", precision="fp32", decoder_precision="fp32"), StorageConfig(), 16
     )
     assert explicit.precision_note is None
+
+
+def test_native_bf16_reads_the_cpu_probes(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert auto_precision.native_bf16(CPU)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert not auto_precision.native_bf16(CPU)  # a probe missing from a build counts as not native
