@@ -117,7 +117,8 @@ def check_precision(model: ModelConfig, storage: StorageConfig) -> GateResult | 
     settings = reduced_precision_settings(model)
     if not settings:
         return None
-    encoder = "bf16" if "model.precision=bf16" in settings else "fp32"
+    # The gated settings in bf16, every other part in fp32 (an fp16 encoder cannot run on the driver's CPU).
+    encoder = "bf16" if model.backend == "torch" and model.precision == "bf16" else "fp32"
     decoder = "bf16" if model.decoder_precision == "bf16" else "fp32"
     cpu = dataclasses.replace(model, backend="torch", device="cpu", compile=False)
     candidate = load_runtime(dataclasses.replace(cpu, precision=encoder, decoder_precision=decoder), storage, 64)
