@@ -82,15 +82,10 @@ def build_config(args: argparse.Namespace) -> LabelConfig:
     return load_config(LabelConfig, args.config, overrides + args.set)
 
 
-def runtime_precision(runtime) -> str:
-    """The encoder precision a runtime runs (``auto`` resolved); fp32 for backends without the setting."""
-    return getattr(runtime, "precision", "fp32")
-
-
 def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     import tempfile
 
-    from pipeline.bench.run import _with_weights
+    from pipeline.bench.run import _with_weights, resolved_precision
     from pipeline.bench.throughput import encoder_throughput
     from pipeline.runtime import load_runtime
 
@@ -100,7 +95,8 @@ def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         row = encoder_throughput(runtime, batch, args.iterations)
-        rows.append({"what": "encoder-only", "model": cfg.model.name, "precision": runtime_precision(runtime), **row})
+        precision = resolved_precision(runtime, cfg)["precision"]
+        rows.append({"what": "encoder-only", "model": cfg.model.name, "precision": precision, **row})
     return {"weights": weights, "device": str(runtime.device), "rows": rows}
 
 

@@ -91,7 +91,7 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
         }
         tuned = "glibc keeps freed memory (segment.keep_freed_memory)"
         report["conditions"]["allocator"] = {"ours": tuned if allocator.in_effect() else "default"}
-        report["conditions"].update(_resolved_precision(segment.runtime, cfg))
+        report["conditions"].update(resolved_precision(segment.runtime, cfg))
         if report["conditions"]["precision"] != "fp32" or report["conditions"]["decoder_precision"] != "fp32":
             report["gate"] = _accuracy_gate(cfg, segment.runtime)
         if reference is None:
@@ -107,7 +107,7 @@ def run_bench(cfg: LabelConfig, options: BenchOptions, workdir: Path | None = No
         return report
 
 
-def _resolved_precision(runtime, cfg: LabelConfig) -> dict:
+def resolved_precision(runtime, cfg: LabelConfig) -> dict:
     """The precisions our side ran (``auto`` resolved in the runtime) and the configured ones."""
     configured = {"precision": cfg.model.precision, "decoder_precision": cfg.model.decoder_precision}
     ran = {k: getattr(runtime, k, "fp32" if v == "auto" else v) for k, v in configured.items()}
