@@ -8,6 +8,7 @@ The stability score is computed on those full-size logits. Boxes failing the thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,7 +30,9 @@ from pipeline.prompts import PromptBatch, make_prompts
 from pipeline.runtime.base import SamRuntime
 from pipeline.timing import StageTimer
 
-UPSCALE_CHUNK = 8  # masks upsampled at once: bounds memory for very large originals
+# Masks upsampled at once: bounds memory for very large originals. A GPU takes more per call, since each call costs
+# kernel launches and host round trips.
+UPSCALE_CHUNK = {"cpu": 8, "cuda": 64}
 
 
 def segment_boxes(
@@ -55,12 +58,10 @@ def segment_boxes(
     with timer("decode_masks"):
         pred = predict(runtime, encoded, prompts, multimask_output=cfg.multimask, hints=hints)
         logits, iou = best_of(pred.low_res_logits, pred.iou_predictions)  # [P,256,256], [P]
-    results = []
     with timer("rle"):
-        for i in range(len(boxes_xyxy)):
-            rows = np.flatnonzero(image_index == i)
-            results.append(_image_masks(logits[rows], iou[rows], tuple(encoded.original_hw[i]), cfg))
-    return results
+        kept = _kept_masks(logits, iou, encoded.original_hw[image_index], cfg)
+        starts = np.searchsorted(image_index, np.arange(len(boxes_xyxy)))
+        return [kept.of_prompts(start, len(b)) for start, b in zip(starts, boxes_xyxy, strict=True)]
 
 
 def _prompts(
@@ -81,39 +82,63 @@ def _prompts(
     return make_prompts(image_index, boxes=frame_boxes), hints
 
 
-def _image_masks(
-    low_res: torch.Tensor, iou: torch.Tensor, original_hw: tuple[int, int], cfg: BoxesConfig
-) -> ImageMasks:
-    keep = (
-        np.flatnonzero((iou > cfg.pred_iou_thresh).cpu().numpy()) if cfg.pred_iou_thresh > 0 else np.arange(len(iou))
-    )
-    rles, boxes, areas, stability, kept = [], [], [], [], []
-    h, w = original_hw
-    for start in range(0, len(keep), UPSCALE_CHUNK):
-        rows = keep[start : start + UPSCALE_CHUNK]
-        # Upsampled transposed ([k,w,h]): that memory is the column-major layout COCO RLE reads, so no copy is made.
-        low_res_t = low_res[torch.as_tensor(rows, device=low_res.device)].transpose(-1, -2)
-        full_t = upscale_logits(low_res_t, (w, h))  # [k,w,h]
-        score = stability_score(full_t, cfg.stability_score_offset)
-        ok = (score >= cfg.stability_score_thresh).cpu().numpy()
-        masks_t = full_t[torch.as_tensor(ok, device=full_t.device)] > 0
-        stability.append(score.cpu().numpy()[ok])
-        chunk_rles = encode_rle_transposed(masks_t.cpu().numpy())
-        chunk_boxes, chunk_areas = rle_boxes_and_areas(chunk_rles)
-        rles.extend(chunk_rles)
-        boxes.append(chunk_boxes)
-        areas.append(chunk_areas)
-        kept.append(rows[ok])
-    if not kept:
-        return ImageMasks.empty()
-    kept_rows = np.concatenate(kept)
-    predicted = iou.float().cpu().numpy()[kept_rows]
-    return ImageMasks(
-        rles=rles,
-        boxes_xyxy=np.concatenate(boxes).astype(np.float32),
-        areas=np.concatenate(areas),
-        predicted_iou=predicted.astype(np.float32),
-        stability_score=np.concatenate(stability).astype(np.float32),
-        scores=predicted.astype(np.float32),
-        prompt_index=kept_rows.astype(np.int64),
+@dataclass(frozen=True)
+class _KeptMasks:
+    """The masks kept of P prompts, K of them, in prompt order."""
+
+    prompt: np.ndarray
+    """[K] int64, the prompt of each mask (ascending)."""
+    rles: list[dict]
+    boxes_xyxy: np.ndarray
+    areas: np.ndarray
+    predicted_iou: np.ndarray
+    stability_score: np.ndarray
+
+    def of_prompts(self, start: int, count: int) -> ImageMasks:
+        """The masks of prompts ``start .. start + count - 1`` (one image's), ``prompt_index`` counted from start."""
+        lo, hi = np.searchsorted(self.prompt, [start, start + count])
+        if lo == hi:
+            return ImageMasks.empty()
+        predicted = self.predicted_iou[lo:hi]
+        return ImageMasks(
+            rles=self.rles[lo:hi],
+            boxes_xyxy=self.boxes_xyxy[lo:hi],
+            areas=self.areas[lo:hi],
+            predicted_iou=predicted,
+            stability_score=self.stability_score[lo:hi],
+            scores=predicted,
+            prompt_index=self.prompt[lo:hi] - start,
+        )
+
+
+def _kept_masks(low_res: torch.Tensor, iou: torch.Tensor, original_hw: np.ndarray, cfg: BoxesConfig) -> _KeptMasks:
+    """Low-res logits [P,256,256], IoU [P] and each prompt's original (h, w) [P,2] → the masks passing ``cfg``'s
+    thresholds at their original sizes. Prompts of images of one size are upsampled together, across images."""
+    predicted = iou.float().cpu().numpy()
+    candidates = np.flatnonzero(predicted > cfg.pred_iou_thresh) if cfg.pred_iou_thresh > 0 else np.arange(len(iou))
+    chunk = UPSCALE_CHUNK.get(low_res.device.type, UPSCALE_CHUNK["cpu"])
+    prompts, rles, stability = [], [], []
+    for h, w in np.unique(original_hw[candidates], axis=0).tolist():
+        same_size = candidates[(original_hw[candidates] == (h, w)).all(axis=1)]
+        for start in range(0, len(same_size), chunk):
+            rows = same_size[start : start + chunk]
+            # Upsampled transposed ([k,w,h]): that memory is the column-major layout COCO RLE reads, so no copy.
+            low_res_t = low_res[torch.as_tensor(rows, device=low_res.device)].transpose(-1, -2)
+            full_t = upscale_logits(low_res_t, (w, h))  # [k,w,h]
+            score = stability_score(full_t, cfg.stability_score_offset).cpu().numpy()
+            ok = score >= cfg.stability_score_thresh
+            masks_t = full_t[torch.as_tensor(ok, device=full_t.device)] > 0
+            rles.extend(encode_rle_transposed(masks_t.cpu().numpy()))
+            prompts.append(rows[ok])
+            stability.append(score[ok])
+    prompt = np.concatenate(prompts) if prompts else np.zeros(0, np.int64)
+    order = np.argsort(prompt, kind="stable")
+    boxes, areas = rle_boxes_and_areas(rles)
+    return _KeptMasks(
+        prompt=prompt[order].astype(np.int64),
+        rles=[rles[i] for i in order],
+        boxes_xyxy=boxes[order].astype(np.float32),
+        areas=areas[order],
+        predicted_iou=predicted[prompt[order]].astype(np.float32),
+        stability_score=(np.concatenate(stability) if stability else np.zeros(0))[order].astype(np.float32),
     )

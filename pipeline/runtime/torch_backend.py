@@ -21,6 +21,9 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # On CPU the encoder runs one image per forward: L0 at 512 px on 2 cores gave 3.0 images/s at batch 1 and 2.3 at
 # batch 4 (3.6 and 2.9 channels-last); larger batches only spill the activations out of cache.
 CPU_ENCODER_BATCH = 1
+# Prompts per fast-decoder group (see TorchSam.__init__).
+CPU_DECODER_GROUP = 8
+GPU_DECODER_GROUP = 64
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -76,10 +79,20 @@ class TorchSam:
         if fast_decoder:
             no_mask = model.prompt_encoder.no_mask_embed.weight
             dtype = torch.float32 if decoder_precision == "fp32" else _AUTOCAST[decoder_precision]
-            self.fast = FastMaskDecoder(model.mask_decoder, self.image_pe, no_mask, dtype=dtype)
-        # Per-image contexts of the fast decoder, kept while the same embeddings come back (grid mode decodes one
-        # encoder batch in many calls).
-        self._contexts: tuple[torch.Tensor | None, dict[int, ImageContext]] = (None, {})
+            # On a GPU each group of prompts costs ~250 kernel launches, so groups are large and span images; on a
+            # CPU small groups inside one image keep the working set in cache.
+            gpu = self.device.type == "cuda"
+            self.fast = FastMaskDecoder(
+                model.mask_decoder,
+                self.image_pe,
+                no_mask,
+                group=GPU_DECODER_GROUP if gpu else CPU_DECODER_GROUP,
+                dtype=dtype,
+                across_images=gpu,
+            )
+        # The fast decoder's image contexts, kept while the same embeddings come back (grid mode decodes one encoder
+        # batch in many calls).
+        self._context: tuple[torch.Tensor | None, ImageContext | None] = (None, None)
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray | torch.Tensor, input_hw: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -127,7 +140,7 @@ class TorchSam:
         labels = torch.as_tensor(prompts.labels, device=self.device)
         sparse = embed_prompt_tokens(pe, coords, labels)  # [P,T,256]
         if self.fast is not None and prompts.mask_input is None:
-            return self.fast(self._image_contexts(embeddings, prompts.image_index), prompts.image_index, sparse, hints)
+            return self.fast(self._image_context(embeddings), prompts.image_index, sparse, hints)
         index = torch.as_tensor(prompts.image_index, device=self.device)
         mask_input = None if prompts.mask_input is None else torch.as_tensor(prompts.mask_input, device=self.device)
         dense = embed_dense(pe, mask_input, len(prompts))  # [P,256,64,64]
@@ -136,12 +149,9 @@ class TorchSam:
         with torch.autocast(self.device.type, dtype=_AUTOCAST[self.decoder_precision]):
             return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
 
-    def _image_contexts(self, embeddings: torch.Tensor, image_index: np.ndarray) -> dict[int, ImageContext]:
-        cached_for, contexts = self._contexts
-        if cached_for is not embeddings:
-            contexts = {}
-            self._contexts = (embeddings, contexts)
-        for image in np.unique(image_index).tolist():
-            if image not in contexts:
-                contexts[image] = self.fast.image_context(embeddings[image])
-        return contexts
+    def _image_context(self, embeddings: torch.Tensor) -> ImageContext:
+        cached_for, context = self._context
+        if cached_for is not embeddings or context is None:
+            context = self.fast.image_context(embeddings)
+            self._context = (embeddings, context)
+        return context

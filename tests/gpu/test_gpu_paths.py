@@ -1,8 +1,8 @@
 """GPU paths (run with ``-m gpu`` on a CUDA machine; not run on the CPU-only development machines).
 
 Half-precision encoders pass the accuracy gate against fp32; channels-last + torch.compile keep fp32 results; the
-fast decoder on CUDA equals SAM's decoder; the GPU benchmark command runs; TensorRT engines (when tensorrt is
-installed) build from our export and pass the same gate.
+fast decoder on CUDA equals SAM's decoder and box masks on CUDA equal the CPU's; the GPU benchmark command runs;
+TensorRT engines (when tensorrt is installed) build from our export and pass the same gate.
 """
 
 from __future__ import annotations
@@ -63,6 +63,24 @@ def test_fast_decoder_on_cuda_equals_sam_decoder() -> None:
     )
     assert float((logits - expected).abs().max() / expected.abs().max()) <= 1e-3
     assert float((iou - expected_iou).abs().max()) <= 1e-3
+
+
+def test_box_masks_on_cuda_equal_cpu() -> None:
+    """Groups spanning images in the decoder and upsampling chunks spanning images give the CPU's masks."""
+    from pipeline.box_prompts import segment_boxes
+    from pipeline.config import BoxesConfig
+    from pipeline.masks import decode_rle, mask_iou
+    from pipeline.predictor import encode_images
+
+    boxes = [np.array([[50, 40, 300, 250], [10, 10, 120, 90], [200, 150, 480, 320]], np.float32)] * len(IMAGES)
+    labeled = []
+    for device in ("cpu", "cuda"):
+        runtime = TorchSam(fixture_model("l"), device=device)
+        labeled.append(segment_boxes(runtime, encode_images(runtime, IMAGES), boxes, BoxesConfig()))
+    for ours, theirs in zip(*labeled, strict=True):
+        assert ours.prompt_index.tolist() == theirs.prompt_index.tolist() == [0, 1, 2]
+        for a, b in zip(ours.rles, theirs.rles, strict=True):
+            assert mask_iou(decode_rle(a), decode_rle(b)) >= 0.99
 
 
 def test_gpu_benchmark_command_runs(tmp_path) -> None:

@@ -47,32 +47,38 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def test_equals_sam_decoder_for_points_and_boxes_across_images(model) -> None:
+@pytest.mark.parametrize("across_images", [False, True], ids=["groups-per-image", "groups-across-images"])
+def test_equals_sam_decoder_for_points_and_boxes_across_images(model, across_images: bool) -> None:
     embeddings, batches = _inputs(0, images=3, points=7, boxes=5)
     pe = model.prompt_encoder
-    fast = FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4)
-    contexts = {i: fast.image_context(embeddings[i]) for i in range(3)}
+    fast = FastMaskDecoder(
+        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4, across_images=across_images
+    )
+    context = fast.image_context(embeddings)
     for prompts in batches:
         (expected_logits, expected_iou), sparse = _reference(model, embeddings, prompts)
-        logits, iou = fast(contexts, prompts.image_index, sparse)
+        logits, iou = fast(context, prompts.image_index, sparse)
         assert logits.shape == expected_logits.shape == (len(prompts), 4, 256, 256)
         assert _rel(logits, expected_logits) <= 1e-5
         assert float((iou - expected_iou).abs().max()) <= 1e-5
 
 
 @torch.inference_mode()
-def test_hints_skip_only_what_is_not_read() -> None:
+@pytest.mark.parametrize("across_images", [False, True], ids=["groups-per-image", "groups-across-images"])
+def test_hints_skip_only_what_is_not_read(across_images: bool) -> None:
     model = fixture_model("l")
     embeddings, (points, _) = _inputs(1, images=2, points=10, boxes=1)
     pe = model.prompt_encoder
-    fast = FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=5)
-    contexts = {i: fast.image_context(embeddings[i]) for i in range(2)}
+    fast = FastMaskDecoder(
+        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=3, across_images=across_images
+    )
+    context = fast.image_context(embeddings)
     (expected, expected_iou), sparse = _reference(model, embeddings, points)
     best = expected_iou[:, 1:].amax(dim=1)
     threshold = float(best.sort().values[4:6].mean())  # half the prompts above, none within rounding of it
     read_hw = np.array([[193, 130], [97, 256]])[points.image_index]  # per prompt: its image's window
     hints = DecodeHints(mask_tokens=(1, 2, 3), min_iou=threshold, low_res_hw=read_hw)
-    logits, iou = fast(contexts, points.image_index, sparse, hints)
+    logits, iou = fast(context, points.image_index, sparse, hints)
     assert float((iou - expected_iou).abs().max()) <= 1e-5
     kept = (best > threshold).numpy()
     assert 0 < kept.sum() < len(kept)
@@ -98,6 +104,21 @@ def test_torch_runtime_uses_it_and_keeps_mask_inputs_on_the_reference_path() -> 
         assert torch.equal(a, b)
 
 
+def test_groups_span_images_only_when_asked() -> None:
+    model = fixture_model("l")
+    pe = model.prompt_encoder
+    image_index = np.array([1, 0, 1, 0, 0, 2])
+    per_image = FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=2)
+    groups = [(rows.tolist(), image) for rows, image in per_image._groups(image_index)]
+    assert groups == [([1, 3], 0), ([4], 0), ([0, 2], 1), ([5], 2)]
+    spanning = FastMaskDecoder(
+        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4, across_images=True
+    )
+    groups = [(rows.tolist(), image) for rows, image in spanning._groups(image_index)]
+    assert groups == [([1, 3, 4, 0], None), ([2, 5], None)]
+    assert [(r.tolist(), i) for r, i in spanning._groups(np.array([0, 0, 0]))] == [([0, 1, 2], 0)]
+
+
 def test_bad_group_size_is_refused() -> None:
     model = fixture_model("l")
     pe = model.prompt_encoder
@@ -112,10 +133,10 @@ def test_bf16_transformer_agrees_with_fp32_and_leaves_the_model_fp32(model) -> N
     fast = FastMaskDecoder(
         model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4, dtype=torch.bfloat16
     )
-    contexts = {i: fast.image_context(embeddings[i]) for i in range(2)}
+    context = fast.image_context(embeddings)
     for prompts in batches:
         (expected_logits, expected_iou), sparse = _reference(model, embeddings, prompts)
-        logits, iou = fast(contexts, prompts.image_index, sparse)
+        logits, iou = fast(context, prompts.image_index, sparse)
         assert logits.dtype == iou.dtype == torch.float32
         ours, theirs = logits > 0, expected_logits > 0
         mask_iou = (ours & theirs).flatten(2).sum(-1) / (ours | theirs).flatten(2).sum(-1).clamp(min=1)

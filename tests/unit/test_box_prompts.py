@@ -1,0 +1,61 @@
+"""Box prompts of several images of different sizes: thresholds drop masks per box, and every kept mask stays with
+its own image and box whatever the upsampling chunks (which span images of one size)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import box_prompts
+from pipeline.box_prompts import segment_boxes
+from pipeline.config import BoxesConfig
+from pipeline.predictor import encode_images
+from pipeline.runtime.torch_backend import TorchSam
+from tests.fixtures import fixture_images, fixture_model
+
+BOXES = [
+    [[50, 40, 300, 250], [10, 10, 120, 90], [200, 150, 480, 320]],
+    [],
+    [[100, 200, 600, 900], [0, 0, 733, 1100], [20, 30, 90, 400]],
+    [[50, 40, 300, 250], [10, 10, 120, 90]],  # img0 again, its first two boxes
+]
+
+
+@pytest.fixture(scope="module")
+def labeled():
+    images = fixture_images()
+    # img0 twice: two images of one size, whose prompts share upsampling chunks.
+    runtime = TorchSam(fixture_model("l"))
+    encoded = encode_images(runtime, [images["img0"], images["img2"], images["img1"], images["img0"]])
+    boxes = [np.array(b, np.float32).reshape(-1, 4) for b in BOXES]
+    return runtime, encoded, boxes, segment_boxes(runtime, encoded, boxes, BoxesConfig())
+
+
+def test_every_box_gets_its_mask_in_order(labeled) -> None:
+    _, encoded, boxes, everything = labeled
+    for masks, b, hw in zip(everything, boxes, encoded.original_hw, strict=True):
+        assert masks.prompt_index.tolist() == list(range(len(b)))
+        assert all(rle["size"] == hw.tolist() for rle in masks.rles)
+    # Same image, same boxes → the same masks, although decoded in different groups and upsampled in one chunk.
+    assert everything[0].rles[:2] == everything[3].rles
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 64])
+def test_thresholds_drop_per_box_and_keep_the_rest_unchanged(labeled, chunk: int, monkeypatch) -> None:
+    runtime, encoded, boxes, everything = labeled
+    monkeypatch.setitem(box_prompts.UPSCALE_CHUNK, "cpu", chunk)
+    ious = np.concatenate([m.predicted_iou for m in everything])
+    stabilities = np.concatenate([m.stability_score for m in everything])
+    cfg = BoxesConfig(pred_iou_thresh=float(np.median(ious)), stability_score_thresh=float(np.median(stabilities)))
+    strict = segment_boxes(runtime, encoded, boxes, cfg)
+    dropped = 0
+    for before, after in zip(everything, strict, strict=True):
+        passing = (before.predicted_iou > cfg.pred_iou_thresh) & (before.stability_score >= cfg.stability_score_thresh)
+        assert after.prompt_index.tolist() == np.flatnonzero(passing).tolist()
+        for k, prompt in enumerate(after.prompt_index):
+            assert after.rles[k] == before.rles[prompt]
+            assert after.predicted_iou[k] == before.predicted_iou[prompt]
+            assert after.areas[k] == before.areas[prompt]
+            assert after.boxes_xyxy[k].tolist() == before.boxes_xyxy[prompt].tolist()
+        dropped += len(before.rles) - len(after.rles)
+    assert 0 < dropped < len(ious)
