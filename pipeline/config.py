@@ -17,6 +17,9 @@ from typing import Any, Literal
 import yaml
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Images per segment-actor call when segment.batch_size is unset.
+CPU_SEGMENT_BATCH = 4
+GPU_SEGMENT_BATCH = 32
 PromptMode = Literal["grid", "boxes", "yolo", "autoppn"]
 
 
@@ -220,8 +223,9 @@ class GridConfig:
 class SegmentConfig:
     """The segment actor (encoder → prompts → mask decoder → filter → RLE): resources and batching."""
 
-    batch_size: int = 4
-    """Images per actor call (one encoder forward)."""
+    batch_size: int | None = None
+    """Images per actor call (one encoder forward); default 4 on a CPU actor, 32 on a GPU actor (a GPU is kept busy
+    only by large batches)."""
     decoder_chunk: int = 64
     """Prompts per mask-decoder forward, shared across images; bounds memory."""
     actors: int | None = None
@@ -240,6 +244,10 @@ class SegmentConfig:
     """CPU actors: glibc keeps freed memory for the next tensor instead of returning it to the OS (no page faults
     on every large tensor; the bf16 decoder runs ~1.7× faster on 2 cores); resident memory then stays near its
     peak. See pipeline/runtime/allocator.py."""
+
+    def images_per_call(self, gpu: bool) -> int:
+        """``batch_size``, or its default for a CPU or a GPU actor."""
+        return self.batch_size or (GPU_SEGMENT_BATCH if gpu else CPU_SEGMENT_BATCH)
 
 
 @dataclass(frozen=True)

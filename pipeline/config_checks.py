@@ -8,10 +8,11 @@ from pipeline.config import ConfigError
 
 
 def require_at_least_one(config: Any, *keys: str) -> None:
-    """ConfigError naming the first dotted key (``section.field``) of ``config`` whose value is below 1."""
+    """ConfigError naming the first dotted key (``section.field``) of ``config`` whose value is below 1 (None, a
+    default chosen later, passes)."""
     for key in keys:
         value = _value_at(config, key)
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
 
 

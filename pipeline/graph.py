@@ -31,6 +31,8 @@ class SegmentResources:
     actors: int
     num_gpus: float
     num_cpus: float
+    batch_size: int = 1
+    """Images per actor call."""
 
 
 def segment_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentResources:
@@ -41,7 +43,8 @@ def segment_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentRes
     actors = cfg.segment.actors or (max(1, int(gpus // max(num_gpus, whole))) if num_gpus > 0 else 1)
     spare = 2.0 if cfg.prompts.mode == "yolo" else 1.0  # the decode tasks, and the detect actor
     num_cpus = cfg.segment.num_cpus or (2.0 if num_gpus > 0 else max(1.0, cpus - spare))
-    return SegmentResources(actors, num_gpus, min(num_cpus, cpus))
+    batch_size = cfg.segment.images_per_call(gpu=num_gpus > 0)
+    return SegmentResources(actors, num_gpus, min(num_cpus, cpus), batch_size)
 
 
 def detect_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentResources:
@@ -112,7 +115,7 @@ def build_label_dataset(
     ds = ds.map_batches(
         Segment,
         fn_constructor_kwargs=segment_kwargs,
-        batch_size=cfg.segment.batch_size,
+        batch_size=resources.batch_size,
         num_gpus=resources.num_gpus,
         num_cpus=resources.num_cpus,
         compute=ActorPoolStrategy(size=resources.actors),
