@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pipeline import schema as col
-from pipeline.box_prompts import segment_boxes
+from pipeline.box_prompts import segment_boxes_in_steps, step_slices
 from pipeline.config import (
     AutoPPNConfig,
     BoxesConfig,
@@ -37,7 +37,6 @@ from pipeline.config import (
 )
 from pipeline.grid import GridMasks, generate_grid_masks
 from pipeline.masks import ImageMasks
-from pipeline.predictor import EncodedImages
 from pipeline.runtime import allocator, load_runtime
 from pipeline.timing import StageTimer
 
@@ -128,6 +127,10 @@ class Segment:
     def _segment(self, batch: dict[str, np.ndarray], rows: list[int], timer: StageTimer) -> list[ImageMasks]:
         if not rows:
             return []
+        if self.mode in ("boxes", "yolo"):
+            # In steps: on a GPU the next images are encoded while the host RL-encodes the previous ones.
+            steps = (self._box_step(batch, rows[s]) for s in step_slices(len(rows), self.runtime.device))
+            return segment_boxes_in_steps(self.runtime, steps, self.boxes, timer)
         canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
         if self.mode == "grid":
             originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
@@ -142,9 +145,13 @@ class Segment:
                 self.runtime, self.head, embeddings, original_hw, self.autoppn, self.decoder_chunk, timer
             )
             return [_from_grid(g) for g in masks]
-        encoded = EncodedImages(embeddings, original_hw)
+        raise ValueError(f"unknown prompt mode {self.mode!r}")
+
+    def _box_step(self, batch: dict[str, np.ndarray], rows: list[int]) -> tuple:
+        """(canvases, input_hw, original_hw, boxes) of ``rows``, as segment_boxes_in_steps takes them."""
+        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
         boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
-        return segment_boxes(self.runtime, encoded, boxes, self.boxes, timer)
+        return canvases, input_hw, original_hw, boxes
 
 
 def _box_settings(mode: PromptMode, boxes: BoxesConfig, yolo: YoloConfig) -> BoxesConfig:

@@ -3,11 +3,16 @@
 The mask per box follows the official box protocol: ``multimask_output=True`` and the mask with the highest
 predicted IoU (or the single-mask token when ``multimask`` is off), upsampled to the original size, ``logits > 0``.
 The stability score is computed on those full-size logits. Boxes failing the thresholds are dropped.
+
+On a GPU the work is queued without the host waiting for it: masks are upsampled for every box (the thresholds are
+applied on the host afterwards) and copied to page-locked memory, and :func:`segment_boxes_in_steps` queues the
+next images' encoder and decoder before RL-encoding the previous ones on the CPU, so that the GPU is not left idle
+while the host encodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +36,10 @@ from pipeline.runtime.base import SamRuntime
 from pipeline.timing import StageTimer
 
 # Masks upsampled at once: bounds memory for very large originals. A GPU takes more per call, since each call costs
-# kernel launches and host round trips.
+# kernel launches.
 UPSCALE_CHUNK = {"cpu": 8, "cuda": 64}
+# Images per step of segment_boxes_in_steps on a GPU (a CPU takes all at once: it has nothing to overlap).
+GPU_STEP_IMAGES = 8
 
 
 def segment_boxes(
@@ -48,20 +55,115 @@ def segment_boxes(
     of the prompts, decode_masks and rle (upsampling, stability, RLE) stages.
     """
     timer = timer or StageTimer.off()
+    pending = start_segment_boxes(runtime, encoded, boxes_xyxy, cfg, timer)
+    with timer("rle"):
+        return pending.result()
+
+
+def segment_boxes_in_steps(
+    runtime: SamRuntime,
+    steps: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[np.ndarray]]],
+    cfg: BoxesConfig,
+    timer: StageTimer | None = None,
+) -> list[ImageMasks]:
+    """Encodes and labels images step by step: ``steps`` yields (canvases, input_hw, original_hw, boxes_xyxy) of
+    some images, as :meth:`SamRuntime.encode` and :func:`segment_boxes` take them; the results of all steps in
+    order. Step k+1 is drawn, encoded and decoded (queued, on a GPU) before step k's masks are RL-encoded."""
+    timer = timer or StageTimer.off()
+    results: list[ImageMasks] = []
+    pending: PendingBoxMasks | None = None
+    for canvases, input_hw, original_hw, boxes_xyxy in steps:
+        with timer("encode"):
+            encoded = EncodedImages(runtime.encode(canvases, input_hw), original_hw)
+        queued = start_segment_boxes(runtime, encoded, boxes_xyxy, cfg, timer)
+        if pending is not None:
+            with timer("rle"):
+                results += pending.result()
+        pending = queued
+    if pending is not None:
+        with timer("rle"):
+            results += pending.result()
+    return results
+
+
+def step_slices(count: int, device: torch.device) -> list[slice]:
+    """How to split ``count`` images into steps for :func:`segment_boxes_in_steps`: ``GPU_STEP_IMAGES`` per step on
+    a GPU, one step elsewhere (a CPU has nothing to overlap)."""
+    step = GPU_STEP_IMAGES if device.type == "cuda" else max(count, 1)
+    return [slice(start, start + step) for start in range(0, count, step)]
+
+
+def start_segment_boxes(
+    runtime: SamRuntime,
+    encoded: EncodedImages,
+    boxes_xyxy: Sequence[np.ndarray],
+    cfg: BoxesConfig,
+    timer: StageTimer | None = None,
+) -> PendingBoxMasks:
+    """:func:`segment_boxes` up to the host's part: decoder, upsampling and stability run (or are queued, on a GPU)
+    and the masks are on their way to host memory; :meth:`PendingBoxMasks.result` finishes."""
+    timer = timer or StageTimer.off()
     if len(boxes_xyxy) != len(encoded.original_hw):
         raise ValueError(f"got boxes for {len(boxes_xyxy)} images but {len(encoded.original_hw)} encoded images")
-    image_index = np.concatenate([np.full(len(b), i, np.int64) for i, b in enumerate(boxes_xyxy)] or [[]])
+    counts = [len(b) for b in boxes_xyxy]
+    image_index = np.repeat(np.arange(len(counts)), counts)
     if len(image_index) == 0:
-        return [ImageMasks.empty() for _ in boxes_xyxy]
+        return PendingBoxMasks.nothing(counts, cfg)
     with timer("prompts"):
         prompts, hints = _prompts(encoded, boxes_xyxy, image_index, cfg)
     with timer("decode_masks"):
         pred = predict(runtime, encoded, prompts, multimask_output=cfg.multimask, hints=hints)
         logits, iou = best_of(pred.low_res_logits, pred.iou_predictions)  # [P,256,256], [P]
     with timer("rle"):
-        kept = _kept_masks(logits, iou, encoded.original_hw[image_index], cfg)
-        starts = np.searchsorted(image_index, np.arange(len(boxes_xyxy)))
-        return [kept.of_prompts(start, len(b)) for start, b in zip(starts, boxes_xyxy, strict=True)]
+        on_host = logits.device.type == "cpu"
+        # On the host the IoU threshold is known before upsampling; a GPU upsamples every mask rather than wait.
+        candidates = np.arange(len(iou))
+        if on_host and cfg.pred_iou_thresh > 0:
+            candidates = np.flatnonzero(iou.float().numpy() > cfg.pred_iou_thresh)
+        chunks = _upsample(logits, candidates, encoded.original_hw[image_index], cfg.stability_score_offset)
+        predicted = _to_host(iou.float())
+        ready = None if on_host else torch.cuda.Event()
+        if ready is not None:
+            ready.record()
+    return PendingBoxMasks(chunks, predicted, ready, counts, cfg)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Masks of some prompts of one original size, in host memory (or being copied there)."""
+
+    rows: np.ndarray
+    """[k] prompts."""
+    masks_t: torch.Tensor
+    """[k,w,h] bool, transposed: the column-major layout COCO RLE reads, so it is encoded without a copy."""
+    stability: torch.Tensor
+    """[k] float32."""
+
+
+@dataclass(frozen=True)
+class PendingBoxMasks:
+    """Box masks of some images, their device work queued; :meth:`result` waits for it and RL-encodes."""
+
+    chunks: list[_Chunk]
+    predicted_iou: torch.Tensor
+    """[P] float32 in host memory, one per box of all images."""
+    ready: torch.cuda.Event | None
+    """Recorded after the copies to the host (None when computed on the host)."""
+    counts: list[int]
+    """Boxes per image."""
+    cfg: BoxesConfig
+
+    @staticmethod
+    def nothing(counts: list[int], cfg: BoxesConfig) -> PendingBoxMasks:
+        return PendingBoxMasks([], torch.zeros(0), None, counts, cfg)
+
+    def result(self) -> list[ImageMasks]:
+        """One :class:`ImageMasks` per image: the masks passing the thresholds, as COCO RLE."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        kept = _encode(self.chunks, self.predicted_iou.numpy(), self.cfg)
+        starts = np.cumsum([0, *self.counts[:-1]])
+        return [kept.of_prompts(int(start), count) for start, count in zip(starts, self.counts, strict=True)]
 
 
 def _prompts(
@@ -74,9 +176,11 @@ def _prompts(
             for i, b in enumerate(boxes_xyxy)
         ]
     )
+    # Skipping masks under the IoU threshold would make a GPU's host wait for the IoU; the host filters them later.
+    on_gpu = isinstance(encoded.embeddings, torch.Tensor) and encoded.embeddings.device.type == "cuda"
     hints = DecodeHints(
         mask_tokens=(1, 2, 3) if cfg.multimask else (0,),
-        min_iou=cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else None,
+        min_iou=cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 and not on_gpu else None,
         low_res_hw=np.array([read_low_res_hw(tuple(encoded.original_hw[i])) for i in image_index], np.int64),
     )
     return make_prompts(image_index, boxes=frame_boxes), hints
@@ -111,26 +215,44 @@ class _KeptMasks:
         )
 
 
-def _kept_masks(low_res: torch.Tensor, iou: torch.Tensor, original_hw: np.ndarray, cfg: BoxesConfig) -> _KeptMasks:
-    """Low-res logits [P,256,256], IoU [P] and each prompt's original (h, w) [P,2] → the masks passing ``cfg``'s
-    thresholds at their original sizes. Prompts of images of one size are upsampled together, across images."""
-    predicted = iou.float().cpu().numpy()
-    candidates = np.flatnonzero(predicted > cfg.pred_iou_thresh) if cfg.pred_iou_thresh > 0 else np.arange(len(iou))
+def _upsample(
+    low_res: torch.Tensor, rows: np.ndarray, original_hw: np.ndarray, stability_offset: float
+) -> list[_Chunk]:
+    """Masks of prompts ``rows`` of low-res logits [P,256,256] at each prompt's original (h, w) [P,2], with their
+    stability scores. Prompts of images of one size are upsampled together, across images."""
     chunk = UPSCALE_CHUNK.get(low_res.device.type, UPSCALE_CHUNK["cpu"])
-    prompts, rles, stability = [], [], []
-    for h, w in np.unique(original_hw[candidates], axis=0).tolist():
-        same_size = candidates[(original_hw[candidates] == (h, w)).all(axis=1)]
+    chunks = []
+    for h, w in np.unique(original_hw[rows], axis=0).tolist():
+        same_size = rows[(original_hw[rows] == (h, w)).all(axis=1)]
         for start in range(0, len(same_size), chunk):
-            rows = same_size[start : start + chunk]
-            # Upsampled transposed ([k,w,h]): that memory is the column-major layout COCO RLE reads, so no copy.
-            low_res_t = low_res[torch.as_tensor(rows, device=low_res.device)].transpose(-1, -2)
+            part = same_size[start : start + chunk]
+            low_res_t = low_res[torch.as_tensor(part, device=low_res.device)].transpose(-1, -2)
             full_t = upscale_logits(low_res_t, (w, h))  # [k,w,h]
-            score = stability_score(full_t, cfg.stability_score_offset).cpu().numpy()
-            ok = score >= cfg.stability_score_thresh
-            masks_t = full_t[torch.as_tensor(ok, device=full_t.device)] > 0
-            rles.extend(encode_rle_transposed(masks_t.cpu().numpy()))
-            prompts.append(rows[ok])
-            stability.append(score[ok])
+            score = stability_score(full_t, stability_offset)
+            chunks.append(_Chunk(part, _to_host(full_t > 0), _to_host(score.float())))
+    return chunks
+
+
+def _to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A host copy of a device tensor, page-locked and asynchronous (complete once the stream reaches it)."""
+    if tensor.device.type == "cpu":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
+
+
+def _encode(chunks: list[_Chunk], predicted: np.ndarray, cfg: BoxesConfig) -> _KeptMasks:
+    """The masks passing ``cfg``'s thresholds, RL-encoded, in prompt order."""
+    prompts, rles, stability = [], [], []
+    for chunk in chunks:
+        score = chunk.stability.numpy()
+        ok = score >= cfg.stability_score_thresh
+        if cfg.pred_iou_thresh > 0:
+            ok &= predicted[chunk.rows] > cfg.pred_iou_thresh
+        masks_t = chunk.masks_t.numpy()
+        rles.extend(encode_rle_transposed(masks_t if ok.all() else masks_t[ok]))
+        prompts.append(chunk.rows[ok])
+        stability.append(score[ok])
     prompt = np.concatenate(prompts) if prompts else np.zeros(0, np.int64)
     order = np.argsort(prompt, kind="stable")
     boxes, areas = rle_boxes_and_areas(rles)

@@ -17,9 +17,9 @@ import torch
 from pipeline.bench.data import photo_like, random_boxes
 from pipeline.bench.run import _with_weights
 from pipeline.bench.throughput import encoder_throughput, timed_calls
-from pipeline.box_prompts import segment_boxes
+from pipeline.box_prompts import segment_boxes_in_steps, step_slices
 from pipeline.config import BoxesConfig, LabelConfig
-from pipeline.predictor import EncodedImages, prepare_images
+from pipeline.predictor import prepare_images
 from pipeline.runtime import load_runtime
 from pipeline.runtime.accuracy import accuracy_gate
 
@@ -32,8 +32,9 @@ def segment_throughput(runtime, batch: int, boxes_per_image: int, iterations: in
     boxes = [random_boxes(*size_hw, boxes_per_image, seed=i) for i in range(batch)]
 
     def once() -> None:
-        encoded = EncodedImages(runtime.encode(canvases, input_hw), original_hw)
-        segment_boxes(runtime, encoded, boxes, BoxesConfig())
+        # As the segment actor runs it: in steps, the next images queued on a GPU while the host RL-encodes.
+        steps = ((canvases[s], input_hw[s], original_hw[s], boxes[s]) for s in step_slices(batch, runtime.device))
+        segment_boxes_in_steps(runtime, steps, BoxesConfig())
 
     return timed_calls(once, runtime.device, batch, iterations, warmup=1)
 

@@ -65,18 +65,24 @@ def test_fast_decoder_on_cuda_equals_sam_decoder() -> None:
     assert float((iou - expected_iou).abs().max()) <= 1e-3
 
 
-def test_box_masks_on_cuda_equal_cpu() -> None:
-    """Groups spanning images in the decoder and upsampling chunks spanning images give the CPU's masks."""
-    from pipeline.box_prompts import segment_boxes
+def test_box_masks_on_cuda_equal_cpu(monkeypatch) -> None:
+    """Decoder groups and upsampling chunks spanning images, copies to the host in flight while the next step is
+    queued: the CPU's masks."""
+    from pipeline import box_prompts
     from pipeline.config import BoxesConfig
     from pipeline.masks import decode_rle, mask_iou
-    from pipeline.predictor import encode_images
+    from pipeline.predictor import prepare_images
 
+    monkeypatch.setattr(box_prompts, "GPU_STEP_IMAGES", 2)  # the 3 images in two steps
     boxes = [np.array([[50, 40, 300, 250], [10, 10, 120, 90], [200, 150, 480, 320]], np.float32)] * len(IMAGES)
+    original_hw = np.array([image.shape[:2] for image in IMAGES])
     labeled = []
     for device in ("cpu", "cuda"):
         runtime = TorchSam(fixture_model("l"), device=device)
-        labeled.append(segment_boxes(runtime, encode_images(runtime, IMAGES), boxes, BoxesConfig()))
+        canvases, input_hw = prepare_images(IMAGES, runtime.encoder_input_size)
+        slices = box_prompts.step_slices(len(IMAGES), runtime.device)
+        steps = ((canvases[s], input_hw[s], original_hw[s], boxes[s]) for s in slices)
+        labeled.append(box_prompts.segment_boxes_in_steps(runtime, steps, BoxesConfig()))
     for ours, theirs in zip(*labeled, strict=True):
         assert ours.prompt_index.tolist() == theirs.prompt_index.tolist() == [0, 1, 2]
         for a, b in zip(ours.rles, theirs.rles, strict=True):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline import box_prompts
-from pipeline.box_prompts import segment_boxes
+from pipeline.box_prompts import segment_boxes, segment_boxes_in_steps, step_slices
 from pipeline.config import BoxesConfig
-from pipeline.predictor import encode_images
+from pipeline.masks import decode_rle, mask_iou
+from pipeline.predictor import encode_images, prepare_images
 from pipeline.runtime.torch_backend import TorchSam
 from tests.fixtures import fixture_images, fixture_model
 
@@ -21,12 +23,16 @@ BOXES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def labeled():
+def _images() -> list[np.ndarray]:
     images = fixture_images()
     # img0 twice: two images of one size, whose prompts share upsampling chunks.
+    return [images["img0"], images["img2"], images["img1"], images["img0"]]
+
+
+@pytest.fixture(scope="module")
+def labeled():
     runtime = TorchSam(fixture_model("l"))
-    encoded = encode_images(runtime, [images["img0"], images["img2"], images["img1"], images["img0"]])
+    encoded = encode_images(runtime, _images())
     boxes = [np.array(b, np.float32).reshape(-1, 4) for b in BOXES]
     return runtime, encoded, boxes, segment_boxes(runtime, encoded, boxes, BoxesConfig())
 
@@ -59,3 +65,23 @@ def test_thresholds_drop_per_box_and_keep_the_rest_unchanged(labeled, chunk: int
             assert after.boxes_xyxy[k].tolist() == before.boxes_xyxy[prompt].tolist()
         dropped += len(before.rles) - len(after.rles)
     assert 0 < dropped < len(ious)
+
+
+def test_steps_give_the_masks_of_one_call(labeled) -> None:
+    runtime, encoded, boxes, everything = labeled
+    canvases, input_hw = prepare_images(_images(), runtime.encoder_input_size)
+    parts = [slice(0, 1), slice(1, 3), slice(3, 4)]
+    steps = ((canvases[s], input_hw[s], encoded.original_hw[s], boxes[s]) for s in parts)
+    stepped = segment_boxes_in_steps(runtime, steps, BoxesConfig())
+    assert [m.prompt_index.tolist() for m in stepped] == [m.prompt_index.tolist() for m in everything]
+    # Other batch shapes round differently (~1e-6), which can flip a pixel at a near-zero logit.
+    for ours, theirs in zip(stepped, everything, strict=True):
+        for a, b in zip(ours.rles, theirs.rles, strict=True):
+            assert mask_iou(decode_rle(a), decode_rle(b)) >= 0.999
+
+
+def test_a_gpu_takes_images_in_steps_a_cpu_at_once(monkeypatch) -> None:
+    monkeypatch.setattr(box_prompts, "GPU_STEP_IMAGES", 8)
+    assert step_slices(20, torch.device("cpu")) == [slice(0, 20)]
+    assert step_slices(20, torch.device("cuda")) == [slice(0, 8), slice(8, 16), slice(16, 24)]
+    assert step_slices(0, torch.device("cuda")) == []
