@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 from pipeline.geometry import PROMPT_FRAME, preprocess_shape
 
 MASK_THRESHOLD = 0.0
+AREA_CHUNK = 255  # RLEs per pycocotools area() call (see rle_boxes_and_areas)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,10 @@ def rle_boxes_and_areas(rles: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     RLEs, read from the runs (cheaper than another pass over full-size masks)."""
     if not rles:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    areas = np.asarray(mask_utils.area(rles), np.int64)
+    # pycocotools' area() fails for 256 or more RLEs under NumPy 2 (it sizes a uint8 array with the count).
+    areas = np.concatenate(
+        [np.asarray(mask_utils.area(rles[i : i + AREA_CHUNK]), np.int64) for i in range(0, len(rles), AREA_CHUNK)]
+    )
     xywh = np.asarray(mask_utils.toBbox(rles), np.float32).reshape(-1, 4)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] - 1], axis=1)
     boxes[areas == 0] = 0

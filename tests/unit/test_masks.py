@@ -40,6 +40,15 @@ def test_boxes_and_areas_from_the_runs_equal_the_full_masks():
     assert empty_boxes.shape == (0, 4) and empty_areas.shape == (0,)
 
 
+def test_areas_of_many_masks_at_once():  # pycocotools' area() alone fails from 256 RLEs on (NumPy 2)
+    masks = np.zeros((600, 6, 5), bool)
+    for i in range(600):
+        masks[i].flat[: i % 31] = True
+    boxes, areas = rle_boxes_and_areas(encode_rle(masks))
+    assert areas.tolist() == masks.sum((1, 2)).tolist()
+    assert boxes.tolist() == masks_to_boxes_xyxy(torch.from_numpy(masks)).tolist()
+
+
 def test_true_pixel_counts_match_torch_on_any_shape():
     masks = torch.from_numpy(_masks(2))
     assert count_true(masks).tolist() == masks.sum((-1, -2)).tolist()
