@@ -162,7 +162,7 @@ class PendingBoxMasks:
         if self.ready is not None:
             self.ready.synchronize()
         kept = _encode(self.chunks, self.predicted_iou.numpy(), self.cfg)
-        starts = np.cumsum([0, *self.counts[:-1]])
+        starts = np.cumsum(self.counts, dtype=np.int64) - self.counts
         return [kept.of_prompts(int(start), count) for start, count in zip(starts, self.counts, strict=True)]
 
 

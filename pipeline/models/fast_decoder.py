@@ -18,8 +18,9 @@ exact algebra, not approximations:
    tokens can pass an IoU threshold, and only over the low-res rows/columns the caller reads (it is local: each
    embedding pixel makes one 4×4 block of logits).
 5. Groups of prompts: inside one image (the default; the image's keys are shared by one matmul, which suits a CPU's
-   caches) or across images (``across_images=True``, for GPUs, where each group costs ~250 kernel launches: 32
-   images × 10 boxes decode in 5 groups of 64 instead of 64 groups of 5; the image side is gathered per prompt).
+   caches) or across images (``across_images=True``, for GPUs, where each group costs ~250 operator calls, most of
+   them kernel launches: 32 images × 10 boxes decode in 5 groups of 64 instead of 64 groups of 8 or 2; the image
+   side is gathered per prompt).
 6. Optional low precision by side (``dtype=torch.bfloat16``): the per-prompt image tokens [P,4096,256], their
    attention scores, their LayerNorms and the upscaling are bf16; the few prompt tokens and the heads stay fp32.
    (Under autocast the same work was mostly casts: each [P,4096,256] tensor went to bf16 before a matmul and back

@@ -79,8 +79,8 @@ class TorchSam:
         if fast_decoder:
             no_mask = model.prompt_encoder.no_mask_embed.weight
             dtype = torch.float32 if decoder_precision == "fp32" else _AUTOCAST[decoder_precision]
-            # On a GPU each group of prompts costs ~250 kernel launches, so groups are large and span images; on a
-            # CPU small groups inside one image keep the working set in cache.
+            # On a GPU each group of prompts costs ~250 operator calls (mostly kernel launches), so groups are large
+            # and span images; on a CPU small groups inside one image keep the working set in cache.
             gpu = self.device.type == "cuda"
             self.fast = FastMaskDecoder(
                 model.mask_decoder,

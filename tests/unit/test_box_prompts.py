@@ -85,3 +85,10 @@ def test_a_gpu_takes_images_in_steps_a_cpu_at_once(monkeypatch) -> None:
     assert step_slices(20, torch.device("cpu")) == [slice(0, 20)]
     assert step_slices(20, torch.device("cuda")) == [slice(0, 8), slice(8, 16), slice(16, 24)]
     assert step_slices(0, torch.device("cuda")) == []
+
+
+def test_no_images_and_no_boxes(labeled) -> None:
+    runtime, encoded, _, _ = labeled
+    none = [np.zeros((0, 4), np.float32)] * len(encoded.original_hw)
+    assert [len(m.rles) for m in segment_boxes(runtime, encoded, none, BoxesConfig())] == [0, 0, 0, 0]
+    assert segment_boxes_in_steps(runtime, iter([]), BoxesConfig()) == []
