@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.config import BoxesConfig
-from pipeline.geometry import boxes_to_prompt_frame
+from pipeline.geometry import PROMPT_FRAME, boxes_to_prompt_frame
 from pipeline.grid_lowres import read_low_res_hw
 from pipeline.masks import (
     ImageMasks,
@@ -36,8 +36,9 @@ from pipeline.runtime.base import SamRuntime
 from pipeline.timing import StageTimer
 
 # Masks upsampled at once: bounds memory for very large originals. A GPU takes more per call, since each call costs
-# kernel launches.
+# kernel launches, within a pixel budget (~0.5 GB per float32 [k,w,h] tensor).
 UPSCALE_CHUNK = {"cpu": 8, "cuda": 64}
+GPU_UPSCALE_PIXELS = 1 << 27
 # Images per step of segment_boxes_in_steps on a GPU (a CPU takes all at once: it has nothing to overlap).
 GPU_STEP_IMAGES = 8
 
@@ -220,10 +221,10 @@ def _upsample(
 ) -> list[_Chunk]:
     """Masks of prompts ``rows`` of low-res logits [P,256,256] at each prompt's original (h, w) [P,2], with their
     stability scores. Prompts of images of one size are upsampled together, across images."""
-    chunk = UPSCALE_CHUNK.get(low_res.device.type, UPSCALE_CHUNK["cpu"])
     chunks = []
     for h, w in np.unique(original_hw[rows], axis=0).tolist():
         same_size = rows[(original_hw[rows] == (h, w)).all(axis=1)]
+        chunk = upscale_chunk(low_res.device, (h, w))
         for start in range(0, len(same_size), chunk):
             part = same_size[start : start + chunk]
             low_res_t = low_res[torch.as_tensor(part, device=low_res.device)].transpose(-1, -2)
@@ -231,6 +232,14 @@ def _upsample(
             score = stability_score(full_t, stability_offset)
             chunks.append(_Chunk(part, _to_host(full_t > 0), _to_host(score.float())))
     return chunks
+
+
+def upscale_chunk(device: torch.device, original_hw: tuple[int, int]) -> int:
+    """Masks of size ``original_hw`` upsampled per call on ``device`` (see ``UPSCALE_CHUNK``)."""
+    chunk = UPSCALE_CHUNK.get(device.type, UPSCALE_CHUNK["cpu"])
+    if device.type == "cuda":  # the 1024-frame intermediate and the original-size logits, per mask
+        chunk = min(chunk, GPU_UPSCALE_PIXELS // (PROMPT_FRAME**2 + original_hw[0] * original_hw[1]))
+    return max(chunk, 1)
 
 
 def _to_host(tensor: torch.Tensor) -> torch.Tensor:

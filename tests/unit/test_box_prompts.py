@@ -92,3 +92,11 @@ def test_no_images_and_no_boxes(labeled) -> None:
     none = [np.zeros((0, 4), np.float32)] * len(encoded.original_hw)
     assert [len(m.rles) for m in segment_boxes(runtime, encoded, none, BoxesConfig())] == [0, 0, 0, 0]
     assert segment_boxes_in_steps(runtime, iter([]), BoxesConfig()) == []
+
+
+def test_gpu_upsampling_chunks_shrink_for_large_originals() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert box_prompts.upscale_chunk(cuda, (480, 640)) == 64
+    assert box_prompts.upscale_chunk(cuda, (3000, 4000)) == 10  # 2**27 px / (1024² + 12 MP)
+    assert box_prompts.upscale_chunk(cuda, (30000, 40000)) == 1
+    assert box_prompts.upscale_chunk(cpu, (3000, 4000)) == 8
