@@ -23,6 +23,7 @@ CARD_FORMAT = "samlabel-autoppn/1"
 EMBED_CELLS = 64
 PRIOR_BIAS = -2.19  # sigmoid(-2.19) ≈ 0.1: the heatmap starts near "no object" so early losses stay small
 BOX_PRIOR_PX = 64.0  # the box head starts at boxes reaching 64 px (1024 frame) from the centre on each side
+POOL_SIZES = (3, 5, 9)  # MSPM average pools, stride 1, padding k // 2, count_include_pad=False (the spec)
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,32 @@ def _conv_bn_gelu(c_in: int, c_out: int, k: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
 
 
+def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean of each cell's k×k window, cells outside the map left out: ``AvgPool2d(k, 1, k // 2,
+    count_include_pad=False)`` of ``x`` [B,C,H,W]. Two depthwise convolutions with ones and a division by the window's
+    cell count: on CPUs PyTorch's pooling loops over the window per output, several times slower (training too)."""
+    c, h, w = x.shape[1:]
+    r = k // 2
+    sums = F.conv2d(x, x.new_ones(c, 1, k, 1), padding=(r, 0), groups=c)
+    sums = F.conv2d(sums, x.new_ones(c, 1, 1, k), padding=(0, r), groups=c)  # [B,C,H,W]
+    return sums / (_window_cells(h, r, x)[:, None] * _window_cells(w, r, x)[None, :])
+
+
+def _window_cells(n: int, r: int, like: torch.Tensor) -> torch.Tensor:
+    index = torch.arange(n, device=like.device)
+    return ((index + r + 1).clamp(max=n) - (index - r).clamp(min=0)).to(like.dtype)  # [n]
+
+
 class MSPM(nn.Module):
     """Multi-scale pooling module: ``x + GELU(BN(1×1[x, avg3, avg5, avg9]))``, then ``x + FFN(x)``."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.pools = nn.ModuleList(nn.AvgPool2d(k, 1, k // 2, count_include_pad=False) for k in (3, 5, 9))
         self.mix = nn.Sequential(nn.Conv2d(4 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.GELU())
         self.ffn = nn.Sequential(nn.Conv2d(channels, 2 * channels, 1), nn.GELU(), nn.Conv2d(2 * channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.mix(torch.cat([x, *(pool(x) for pool in self.pools)], dim=1))
+        x = x + self.mix(torch.cat([x, *(box_mean(x, k) for k in POOL_SIZES)], dim=1))
         return x + self.ffn(x)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.autoppn.boxes import cell_centres, decode_ltrb, encode_ltrb
-from pipeline.autoppn.model import AutoPPN, AutoPPNCard
+from pipeline.autoppn.model import POOL_SIZES, AutoPPN, AutoPPNCard, box_mean
 from pipeline.autoppn.nms import point_nms
 from pipeline.autoppn.proposals import Proposals
 from pipeline.autoppn.segment import make_autoppn_prompts
@@ -72,6 +72,17 @@ def test_head_shapes_and_prior(stride, cells):
     assert 0.0 < heat.mean().item() < 0.3  # the prior bias starts the heatmap near 0.1
     with pytest.raises(ValueError, match=r"embeddings \[B,256,64,64\]"):
         head(torch.randn(1, 128, 64, 64))
+
+
+@pytest.mark.parametrize("k", POOL_SIZES)
+def test_box_mean_is_the_specs_average_pool_with_its_gradient(k):
+    x = torch.randn(2, 5, 13, 7, dtype=torch.float64, requires_grad=True)
+    pool = torch.nn.AvgPool2d(k, 1, k // 2, count_include_pad=False)
+    weights = torch.randn(2, 5, 13, 7, dtype=torch.float64)
+    ours = box_mean(x, k)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    (expected_grad,) = torch.autograd.grad((pool(x) * weights).sum(), x)
+    assert torch.allclose(ours, pool(x), atol=1e-12) and torch.allclose(grad, expected_grad, atol=1e-12)
 
 
 def test_head_reads_the_embedding_width_of_its_card():
