@@ -302,7 +302,8 @@ class FastMaskDecoder:
         bias = torch.einsum("pthd,hd->pht", keys, i2t.b_q).flatten(1).unsqueeze(2) * i2t.scale  # [p,H·T,1]
         scores = torch.baddbmm(bias.to(self.dtype), fold.to(self.dtype), y1.transpose(1, 2))  # [p,H·T,4096]
         attn = torch.softmax(scores.unflatten(1, (i2t.heads, -1)), dim=2).flatten(1, 2)
-        x2 = torch.baddbmm(x1, attn.transpose(1, 2), i2t.token_values(queries).to(self.dtype))
+        # In place: x1 is not read again (saves a [p,4096,256] copy).
+        x2 = x1.baddbmm_(attn.transpose(1, 2), i2t.token_values(queries).to(self.dtype))
         return queries, self.image_norms[1](x2)
 
     @staticmethod
