@@ -18,7 +18,8 @@ import torch
 
 from pipeline.bench.report import format_table, format_throughput
 from pipeline.bench.run import BenchOptions, run_bench
-from pipeline.config import ConfigError, LabelConfig, load_config
+from pipeline.config import ConfigError, LabelConfig
+from pipeline.config_loading import load_config
 
 FLAGS = {
     "model": "model.name",

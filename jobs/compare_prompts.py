@@ -18,7 +18,8 @@ import sys
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.config import ConfigError, LabelConfig, load_config
+from pipeline.config import ConfigError, LabelConfig
+from pipeline.config_loading import load_config
 from pipeline.io.listing import list_images
 from pipeline.io.storage import read_bytes
 from pipeline.models.checkpoint import CheckpointError

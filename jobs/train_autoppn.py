@@ -15,7 +15,8 @@ import argparse
 import logging
 import sys
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
+from pipeline.config_loading import load_config
 from pipeline.train.config import TrainJobConfig, validate_train_config
 
 FLAGS = {

@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 
-from pipeline.config import LabelConfig, load_config
+from pipeline.config import LabelConfig
+from pipeline.config_loading import load_config
 from pipeline.redact import install_log_redaction
 
 FLAGS = {

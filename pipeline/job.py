@@ -15,7 +15,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pipeline.config import LabelConfig, fingerprint, to_dict
+from pipeline.config import LabelConfig
+from pipeline.config_loading import fingerprint, to_dict
 from pipeline.inputs import InputPlan, plan_inputs, remaining
 from pipeline.io import storage as st
 from pipeline.io.run_output import OutputState, prepare_output

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import ConfigError, GridConfig, LabelConfig, fingerprint, to_dict
+from pipeline.config import ConfigError, GridConfig, LabelConfig
 from pipeline.config_checks import require_at_least_one, require_fractions
+from pipeline.config_loading import fingerprint, to_dict
 
 
 def validate_label_config(cfg: LabelConfig) -> None:

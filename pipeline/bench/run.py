@@ -18,7 +18,8 @@ from pipeline.bench.agreement import box_agreement, grid_agreement
 from pipeline.bench.data import list_images, random_boxes, write_images
 from pipeline.bench.memory import PeakMemory
 from pipeline.bench.sides import SideResult, make_segment, run_ours, run_reference_boxes, run_reference_grid
-from pipeline.config import LabelConfig, to_dict
+from pipeline.config import LabelConfig
+from pipeline.config_loading import to_dict
 from pipeline.models import create_model
 from pipeline.runtime import allocator, load_model, load_runtime
 from pipeline.runtime.accuracy import accuracy_gate, gate_images

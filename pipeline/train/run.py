@@ -19,7 +19,7 @@ from ray.train.torch import TorchTrainer
 
 from pipeline.autoppn.checkpoint import save_head
 from pipeline.autoppn.model import AutoPPN, AutoPPNCard
-from pipeline.config import to_dict
+from pipeline.config_loading import to_dict
 from pipeline.graph import init_ray
 from pipeline.io.storage import filesystem, read_bytes, uri_scheme, write_bytes
 from pipeline.models import create_model

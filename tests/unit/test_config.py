@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.config import ConfigError, LabelConfig, load_config, to_dict
+from pipeline.config import ConfigError, LabelConfig
+from pipeline.config_loading import load_config, to_dict
 from pipeline.label_rules import label_fingerprint, validate_label_config
 from pipeline.train.config import TrainJobConfig, validate_train_config
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.config import LabelConfig, load_config
+from pipeline.config import LabelConfig
+from pipeline.config_loading import load_config
 from pipeline.graph import SegmentResources, segment_resources
 
 

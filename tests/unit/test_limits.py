@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline import schema as col
-from pipeline.config import ConfigError, GridConfig, LabelConfig, load_config
+from pipeline.config import ConfigError, GridConfig, LabelConfig
+from pipeline.config_loading import load_config
 from pipeline.inputs import limit_prompts
 from pipeline.label_rules import grid_prompts_per_image, validate_label_config
 from pipeline.masks import ImageMasks
