@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -119,14 +120,14 @@ class ImageContext:
 
     def image(self, index: int) -> ImageContext:
         """Image ``index`` alone, B = 1 (views, no copy)."""
-        return ImageContext(*(part[index : index + 1] for part in self._parts()))
+        return type(self)(*(part[index : index + 1] for part in self._parts()))
 
     def gather(self, index: torch.Tensor) -> ImageContext:
         """One context per prompt, B = len(index) (copies)."""
-        return ImageContext(*(part[index] for part in self._parts()))
+        return type(self)(*(part[index] for part in self._parts()))
 
     def _parts(self) -> tuple[torch.Tensor, ...]:
-        return self.src, self.keys, self.values, self.queries
+        return tuple(getattr(self, field.name) for field in fields(self))
 
 
 class FastMaskDecoder:
@@ -239,10 +240,10 @@ class FastMaskDecoder:
         ``ctx`` is their one image's (B = 1) or one per prompt (B = p)."""
         p = len(sparse)
         pe_tokens = torch.cat([self.output_tokens.unsqueeze(0).expand(p, -1, -1), sparse], dim=1)  # [p,T,256]
-        queries, x1 = self._first_block(ctx, pe_tokens)
-        queries, x2 = self._second_block(queries, x1, pe_tokens)
-        attended = self._token_to_image(self.final, queries + pe_tokens, x2, x2 + self.image_pe)
-        queries = self.decoder.transformer.norm_final_attn(queries + attended)
+        # Only the IoU token and the wanted mask tokens are read after the final attention, where tokens are
+        # independent (no self-attention follows), so only they attend.
+        needed = [0, *(1 + token for token in hints.mask_tokens)]
+        queries, first_conv = self._transformer(ctx, pe_tokens, needed)  # queries [p,len(needed),256]
         iou = self.decoder.iou_prediction_head(queries[:, 0])  # [p,4]
         wanted = np.ones(p, dtype=bool)
         if hints.min_iou is not None:
@@ -252,17 +253,38 @@ class FastMaskDecoder:
         keep = torch.as_tensor(np.flatnonzero(wanted), device=iou.device)
         hw = (LOW_RES, LOW_RES) if hints.low_res_hw is None else np.max(hints.low_res_hw[rows[wanted]], axis=0)
         gy, gx = (min(64, math.ceil(int(v) / UPSCALE)) for v in hw)
+        mlps = self.decoder.output_hypernetworks_mlps
         hyper = torch.stack(
-            [mlp(queries[keep, 1 + i]) for i, mlp in enumerate(self.decoder.output_hypernetworks_mlps)], dim=1
-        )  # [r,4,32]
-        masks = self._upscale(x2[keep], hyper.to(self.dtype), gy, gx)  # [r,4,gy,2,2,gx,2,2]
+            [mlps[token](queries[keep, 1 + i]) for i, token in enumerate(hints.mask_tokens)], dim=1
+        )  # [r,m,32]
+        masks = self._upscale(first_conv(keep, gy, gx), hyper.to(self.dtype), gy, gx)  # [r,m,gy,2,2,gx,2,2]
         # Low-res Y = 4y + 2i + i2 (and X alike): a view of the output window takes the blocks in one write.
         window = logits[:, :, : gy * UPSCALE, : gx * UPSCALE].unflatten(2, (gy, 2, 2)).unflatten(5, (gx, 2, 2))
-        window[torch.as_tensor(rows[wanted], device=logits.device)] = masks.float()
+        out_rows = torch.as_tensor(rows[wanted], device=logits.device)
+        tokens = torch.as_tensor(hints.mask_tokens, device=logits.device)
+        window[out_rows[:, None], tokens[None, :]] = masks.float()
         return iou
 
-    def _first_block(self, ctx: ImageContext, pe_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block 1 (no PE on its self-attention input, no residual there); the image side comes from ``ctx``.
+    def _transformer(
+        self, ctx: ImageContext, pe_tokens: torch.Tensor, needed: list[int]
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor, int, int], torch.Tensor]]:
+        """The two-way transformer: output tokens ``needed`` [p,len(needed),256] (after the final norm) and a
+        function (prompt rows [r], gy, gx) → ``output_upscaling``'s first transposed convolution of their final image
+        tokens over the top-left gy×gx embedding pixels, [r·gy·gx, (i,j,64)] in the image side's dtype."""
+        queries, attn = self._first_block_tokens(ctx, pe_tokens)
+        values = self.i2t[0].token_values(queries).to(self.dtype)
+        x1 = torch.baddbmm(ctx.src.expand(len(attn), -1, -1), attn.transpose(1, 2), values)
+        x1 = self.image_norms[0](x1)  # [p,4096,256]
+        queries, x2 = self._second_block(queries, x1, pe_tokens)
+        q = (queries + pe_tokens)[:, needed]
+        attended = self._token_to_image(self.final, q, x2, x2 + self.image_pe)
+        queries = self.decoder.transformer.norm_final_attn(queries[:, needed] + attended)
+        return queries, lambda keep, gy, gx: self._first_conv(x2[keep], gy, gx)
+
+    def _first_block_tokens(self, ctx: ImageContext, pe_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block 1 (no PE on its self-attention input, no residual there) up to its image→token attention: the
+        output tokens [p,T,256] and the image→token attention weights [p,H·T,4096] (softmax over each head's T
+        tokens, in the image side's dtype). The image side comes from ``ctx``.
 
         The p prompts are laid out as [B, p/B·T] per head against ``ctx``'s B images (B = 1: one matmul for all)."""
         block, t2i, i2t = self.blocks[0], self.t2i[0], self.i2t[0]
@@ -282,10 +304,7 @@ class FastMaskDecoder:
         scores = torch.matmul(keys, ctx.queries.transpose(-1, -2))  # [B,H,p/B·T,4096]
         scores = scores.unflatten(2, (-1, t)).transpose(1, 2)  # [B,p/B,H,T,4096]
         # The softmax runs over the T tokens; keeping the 4096 pixels last makes it vectorise along them.
-        attn = torch.softmax(scores, dim=3).reshape(p, -1, scores.shape[-1])  # [p,H·T,4096]
-        values = i2t.token_values(queries).to(self.dtype)
-        x1 = torch.baddbmm(ctx.src.expand(p, -1, -1), attn.transpose(1, 2), values)
-        return queries, self.image_norms[0](x1)  # [p,4096,256]
+        return queries, torch.softmax(scores, dim=3).reshape(p, -1, scores.shape[-1])  # [p,H·T,4096]
 
     def _second_block(
         self, queries: torch.Tensor, x1: torch.Tensor, pe_tokens: torch.Tensor
@@ -318,12 +337,17 @@ class FastMaskDecoder:
         values = torch.einsum("phtc,hdc->pthd", mixed, proj.w_v) + proj.b_v  # [p,T,H,dh]
         return proj.module.out_proj(values.flatten(2))
 
-    def _upscale(self, x2: torch.Tensor, hyper: torch.Tensor, gy: int, gx: int) -> torch.Tensor:
-        """Image tokens [r,4096,256] and hypernetwork weights [r,4,32] → logits of the top-left gy×gx embedding
-        pixels as 4×4 blocks, [r,4,gy,2,2,gx,2,2] (low-res row 4y + 2i + i2, column 4x + 2j + j2)."""
-        r = len(x2)
-        pixels = x2.view(r, 64, 64, -1)[:, :gy, :gx]  # [r,gy,gx,256]
-        up = torch.addmm(self.up1_b, pixels.reshape(-1, pixels.shape[-1]), self.up1_w)  # [r·gy·gx, (i,j,64)]
+    def _first_conv(self, x2: torch.Tensor, gy: int, gx: int) -> torch.Tensor:
+        """Image tokens [r,4096,256] → the first transposed convolution over the top-left gy×gx embedding pixels,
+        [r·gy·gx, (i,j,64)]."""
+        pixels = x2.view(len(x2), 64, 64, -1)[:, :gy, :gx]  # [r,gy,gx,256]
+        return torch.addmm(self.up1_b, pixels.reshape(-1, pixels.shape[-1]), self.up1_w)
+
+    def _upscale(self, up: torch.Tensor, hyper: torch.Tensor, gy: int, gx: int) -> torch.Tensor:
+        """The first transposed convolution's output [r·gy·gx, (i,j,64)] and hypernetwork weights [r,m,32] → logits
+        of the top-left gy×gx embedding pixels as 4×4 blocks, [r,m,gy,2,2,gx,2,2] (low-res row 4y + 2i + i2, column
+        4x + 2j + j2)."""
+        r = len(hyper)
         norm = self.up_norm
         up = F.layer_norm(up.view(-1, norm.weight.shape[0]), norm.weight.shape, norm.weight, norm.bias, norm.eps)
         up = F.gelu(torch.addmm(self.up2_b, F.gelu(up).view(-1, self.up2_w.shape[0]), self.up2_w))

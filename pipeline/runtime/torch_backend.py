@@ -2,8 +2,9 @@
 decoder on request.
 
 Prompts without a mask input go through :class:`pipeline.models.fast_decoder.FastMaskDecoder` (same results, a
-fraction of the work; ``fast_decoder=False`` runs SAM's decoder as written); prompts with one through
-:func:`pipeline.models.sam.decode_masks`.
+fraction of the work; ``fast_decoder=False`` runs SAM's decoder as written), or on a CPU, for calls with many prompts
+per image (grids, proposals), :class:`pipeline.models.factored_decoder.FactoredMaskDecoder`; prompts with a mask
+input go through :func:`pipeline.models.sam.decode_masks`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.geometry import normalize_and_pad
+from pipeline.models.factored_decoder import FactoredContext, FactoredMaskDecoder
 from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder, ImageContext
 from pipeline.models.sam import EfficientViTSam, decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.prompts import PromptBatch
@@ -24,6 +26,11 @@ CPU_ENCODER_BATCH = 1
 # Prompts per fast-decoder group (see TorchSam.__init__).
 CPU_DECODER_GROUP = 8
 GPU_DECODER_GROUP = 64
+# On a CPU, calls with at least this many prompts per image take the factored decoder, in groups of
+# FACTORED_DECODER_GROUP. L0, bf16, 2 cores, 4 images: 10 box prompts per image 0.29 s (fast) vs 0.36 s (factored),
+# 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none upscaled, 0.78 vs 0.64 s.
+FACTORED_MIN_PROMPTS_PER_IMAGE = 48
+FACTORED_DECODER_GROUP = 32
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -75,7 +82,7 @@ class TorchSam:
         self.image_encoder = torch.compile(self.model.image_encoder) if compile else self.model.image_encoder
         with torch.inference_mode():
             self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
-        self.fast = None
+        self.fast = self.factored = None
         if fast_decoder:
             no_mask = model.prompt_encoder.no_mask_embed.weight
             dtype = torch.float32 if decoder_precision == "fp32" else _AUTOCAST[decoder_precision]
@@ -90,8 +97,16 @@ class TorchSam:
                 dtype=dtype,
                 across_images=gpu,
             )
-        # The fast decoder's image contexts, kept while the same embeddings come back (grid mode decodes one encoder
-        # batch in many calls).
+            # Many prompts per image: the per-image work of the factored decoder pays for itself (see the constants).
+            self.factored = (
+                None
+                if gpu
+                else FactoredMaskDecoder(
+                    model.mask_decoder, self.image_pe, no_mask, group=FACTORED_DECODER_GROUP, dtype=dtype
+                )
+            )
+        # The image contexts of the last embeddings, kept while they come back (grid mode decodes one encoder batch in
+        # many calls). A factored context serves both decoders.
         self._context: tuple[torch.Tensor | None, ImageContext | None] = (None, None)
 
     @torch.inference_mode()
@@ -140,7 +155,10 @@ class TorchSam:
         labels = torch.as_tensor(prompts.labels, device=self.device)
         sparse = embed_prompt_tokens(pe, coords, labels)  # [P,T,256]
         if self.fast is not None and prompts.mask_input is None:
-            return self.fast(self._image_context(embeddings), prompts.image_index, sparse, hints)
+            images = len(np.unique(prompts.image_index))
+            factored = self.factored is not None and len(prompts) >= FACTORED_MIN_PROMPTS_PER_IMAGE * images
+            decoder = self.factored if factored else self.fast
+            return decoder(self._image_context(embeddings, factored), prompts.image_index, sparse, hints)
         index = torch.as_tensor(prompts.image_index, device=self.device)
         mask_input = None if prompts.mask_input is None else torch.as_tensor(prompts.mask_input, device=self.device)
         dense = embed_dense(pe, mask_input, len(prompts))  # [P,256,64,64]
@@ -149,9 +167,9 @@ class TorchSam:
         with torch.autocast(self.device.type, dtype=_AUTOCAST[self.decoder_precision]):
             return decode_masks(self.model.mask_decoder, embeddings[index], self.image_pe, sparse, dense)
 
-    def _image_context(self, embeddings: torch.Tensor) -> ImageContext:
+    def _image_context(self, embeddings: torch.Tensor, factored: bool) -> ImageContext:
         cached_for, context = self._context
-        if cached_for is not embeddings or context is None:
-            context = self.fast.image_context(embeddings)
+        if cached_for is not embeddings or context is None or (factored and not isinstance(context, FactoredContext)):
+            context = (self.factored if factored else self.fast).image_context(embeddings)
             self._context = (embeddings, context)
         return context

@@ -1,4 +1,5 @@
-"""The reformulated mask decoder equals SAM's decoder (``decode_masks``) on the fixture models and a full-size head."""
+"""The reformulated mask decoders (fast: groups per image or across images; factored) equal SAM's decoder
+(``decode_masks``) on the fixture models and a full-size head."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import pytest
 import torch
 
 from pipeline.models import create_model
+from pipeline.models.factored_decoder import FactoredContext, FactoredMaskDecoder
 from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder
 from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.prompts import make_prompts
-from pipeline.runtime.torch_backend import TorchSam
+from pipeline.runtime.torch_backend import FACTORED_MIN_PROMPTS_PER_IMAGE, TorchSam
 from tests.fixtures import fixture_model
 
 
@@ -46,14 +48,22 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@torch.inference_mode()
-@pytest.mark.parametrize("across_images", [False, True], ids=["groups-per-image", "groups-across-images"])
-def test_equals_sam_decoder_for_points_and_boxes_across_images(model, across_images: bool) -> None:
-    embeddings, batches = _inputs(0, images=3, points=7, boxes=5)
+DECODERS = ["groups-per-image", "groups-across-images", "factored"]
+
+
+def _decoder(kind: str, model, group: int, dtype: torch.dtype = torch.float32) -> FastMaskDecoder:
     pe = model.prompt_encoder
-    fast = FastMaskDecoder(
-        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4, across_images=across_images
-    )
+    args = (model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight)
+    if kind == "factored":
+        return FactoredMaskDecoder(*args, group=group, dtype=dtype)
+    return FastMaskDecoder(*args, group=group, dtype=dtype, across_images=kind == "groups-across-images")
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("kind", DECODERS)
+def test_equals_sam_decoder_for_points_and_boxes_across_images(model, kind: str) -> None:
+    embeddings, batches = _inputs(0, images=3, points=7, boxes=5)
+    fast = _decoder(kind, model, group=4)
     context = fast.image_context(embeddings)
     for prompts in batches:
         (expected_logits, expected_iou), sparse = _reference(model, embeddings, prompts)
@@ -64,14 +74,11 @@ def test_equals_sam_decoder_for_points_and_boxes_across_images(model, across_ima
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("across_images", [False, True], ids=["groups-per-image", "groups-across-images"])
-def test_hints_skip_only_what_is_not_read(across_images: bool) -> None:
+@pytest.mark.parametrize("kind", DECODERS)
+def test_hints_skip_only_what_is_not_read(kind: str) -> None:
     model = fixture_model("l")
     embeddings, (points, _) = _inputs(1, images=2, points=10, boxes=1)
-    pe = model.prompt_encoder
-    fast = FastMaskDecoder(
-        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=3, across_images=across_images
-    )
+    fast = _decoder(kind, model, group=3)
     context = fast.image_context(embeddings)
     (expected, expected_iou), sparse = _reference(model, embeddings, points)
     best = expected_iou[:, 1:].amax(dim=1)
@@ -85,7 +92,8 @@ def test_hints_skip_only_what_is_not_read(across_images: bool) -> None:
     for i in range(len(points)):
         if kept[i]:
             h, w = read_hw[i]
-            assert _rel(logits[i, :, :h, :w], expected[i, :, :h, :w]) <= 1e-5
+            assert _rel(logits[i, 1:, :h, :w], expected[i, 1:, :h, :w]) <= 1e-5
+            assert not logits[i, 0].any()  # token 0 is not read: not computed
         else:
             assert not logits[i].any()  # nothing read: not computed
 
@@ -102,6 +110,21 @@ def test_torch_runtime_uses_it_and_keeps_mask_inputs_on_the_reference_path() -> 
     )
     for a, b in zip(fast.decode(embeddings, masked), plain.decode(embeddings, masked), strict=True):
         assert torch.equal(a, b)
+
+
+@torch.inference_mode()
+def test_torch_runtime_takes_the_factored_decoder_for_many_prompts_per_image() -> None:
+    model = fixture_model("l")
+    embeddings, (few, _) = _inputs(4, images=2, points=20, boxes=1)
+    _, (many, _) = _inputs(4, images=2, points=2 * FACTORED_MIN_PROMPTS_PER_IMAGE, boxes=1)
+    runtime, fast_only = TorchSam(model, decoder_chunk=256), TorchSam(model, decoder_chunk=256)
+    fast_only.factored = None  # the fast decoder equals SAM's (tests above)
+    runtime.decode(embeddings, few)
+    assert not isinstance(runtime._context[1], FactoredContext)  # 10 prompts per image: the fast decoder
+    hints = DecodeHints(low_res_hw=np.full((len(many), 2), 16))  # a small window: cheap upscaling
+    for a, b in zip(runtime.decode(embeddings, many, hints), fast_only.decode(embeddings, many, hints), strict=True):
+        assert _rel(a, b) <= 1e-5
+    assert isinstance(runtime._context[1], FactoredContext)
 
 
 def test_groups_span_images_only_when_asked() -> None:
@@ -127,12 +150,10 @@ def test_bad_group_size_is_refused() -> None:
 
 
 @torch.inference_mode()
-def test_bf16_transformer_agrees_with_fp32_and_leaves_the_model_fp32(model) -> None:
+@pytest.mark.parametrize("kind", ["groups-per-image", "factored"])
+def test_bf16_transformer_agrees_with_fp32_and_leaves_the_model_fp32(model, kind: str) -> None:
     embeddings, batches = _inputs(3, images=2, points=8, boxes=6)
-    pe = model.prompt_encoder
-    fast = FastMaskDecoder(
-        model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=4, dtype=torch.bfloat16
-    )
+    fast = _decoder(kind, model, group=4, dtype=torch.bfloat16)
     context = fast.image_context(embeddings)
     for prompts in batches:
         (expected_logits, expected_iou), sparse = _reference(model, embeddings, prompts)
