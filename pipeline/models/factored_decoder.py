@@ -1,29 +1,31 @@
 """SAM's mask decoder for many prompts per image with each prompt's image tokens kept factored: no [p,4096,256]
-tensor is formed for a prompt unless its mask is upscaled.
+tensor is ever formed for a prompt.
 
 After block 1 of the two-way transformer, a prompt's image tokens are its image's tokens, scaled per pixel by a
 LayerNorm, plus a low-rank part made of the prompt's few token values:
 
-    X = s ⊙ S + Zᵀ Y + 1 βᵀ        s [p,N] per pixel, S [N,C] per image, Z [p,k,N], Y [p,k,C], β [C]
+    X = pixel ⊙ (S + Σ_j coef_jᵀ rows_j) + 1 βᵀ     pixel [p,N], S [N,C] per image, coef_j [p,k_j,N], rows_j [p,k_j,C]
 
 Block 1's image→token attention adds Aᵀ V (A [p,H·T,N] attention weights, V [p,H·T,C] token values), and a
-LayerNorm scales rows and subtracts row means, so X keeps this form (k = H·T after block 1, 2·H·T + 1 after block 2).
-Everything the decoder does with X is then done on the factors:
+LayerNorm scales rows and subtracts row means, so X keeps this form (one term of rank H·T after block 1, three
+after block 2: H·T, H·T and 1). Everything the decoder does with X is done on the factors:
 
-- Attention scores against X (+ positional encoding) are ``s ⊙ (q · S Wkᵀ) + q · PE Wkᵀ + (q Wk Yᵀ) Z``. Each token's
+- Attention scores against X + PE are ``pixel ⊙ (q·S Wkᵀ + Σ_j (q Wk rows_jᵀ) coef_j) + q·PE Wkᵀ``. Each token's
   query lives in one head's dh dimensions, so ``S Wkᵀ`` is projected once per image and costs a prompt N·dh per
   token; the low-rank part costs N·k per token instead of N·C.
-- Attention values: ``P X Wvᵀ = (P ⊙ s) (S Wvᵀ) + (P Zᵀ) (Y Wvᵀ) + Wv β``.
+- Attention values: ``w X Wvᵀ = (w ⊙ pixel)(S Wvᵀ) + Σ_j ((w ⊙ pixel) coef_jᵀ)(rows_j Wvᵀ) + Wv β``.
 - LayerNorm statistics of ``X + Aᵀ V`` come from norms and inner products of the pieces. Every piece is centred
-  first (S, rows of Y and V), so the variance is a sum of squares, not a difference: no cancellation in fp32. The
-  inner products of the image part with token values reduce to per-image products with the output projections'
-  per-head weights (dh per token again).
+  first (S, the rows, V), so the variance is computed as a squared norm, not as E[x²] − mean² (which cancels badly
+  in low precision). Inner products of the image part with token values reduce to per-image products with the
+  output projections' per-head weights (dh per token again).
+- For prompts whose masks are upscaled, ``output_upscaling``'s first transposed convolution is a matmul, so it is
+  applied to the factors too (S W1 once per image); the nonlinear rest runs per prompt as in the fast decoder.
 
-Multiply-adds per prompt are ~2.5× fewer than :class:`~pipeline.models.fast_decoder.FastMaskDecoder`'s, and the
-memory-bound passes over [p,N,C] (two LayerNorms, residual and positional-encoding adds) are gone; the tokens are
-formed only for prompts whose masks are upscaled. Results are equal to SAM's decoder up to float rounding (fp32).
-This runs one image's prompts per group (the per-image projections are shared by one matmul), which suits CPUs;
-:class:`FastMaskDecoder` with groups across images remains the GPU path.
+Per prompt this is ~2.5× fewer multiply-adds than :class:`~pipeline.models.fast_decoder.FastMaskDecoder` and none of
+its memory-bound passes over [p,N,C] (two LayerNorms, residual and positional-encoding adds). Results equal SAM's
+decoder up to float rounding (fp32). Groups are one image's prompts (the per-image projections are shared by one
+matmul); the per-image work (~13 ms for L0 on 2 cores, bf16) pays off from a few dozen prompts per image, so the CPU
+runtime uses this for grids and proposals and :class:`FastMaskDecoder` for box prompts and on GPUs.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ from pipeline.models.fast_decoder import FastMaskDecoder, ImageContext, _Proj
 
 @dataclass(frozen=True)
 class FactoredContext(ImageContext):
-    """:class:`ImageContext` plus block 2's and the final attention's per-image projections, fp32, leading dim B.
+    """:class:`ImageContext` plus what the factored blocks need per image, leading dim B: the per-head products
+    [B,H,N,dh] and S2 W1 in the decoder's image-side dtype, the [B,N] statistics in float32.
 
     Notation: ``src_c`` = embedding + no_mask, centred per pixel over channels; ``S1 = src_c ⊙ γ1``; ``S1c`` = S1
-    centred; ``S2 = S1c ⊙ γ2`` (γ, β: the image-token LayerNorms of blocks 1 and 2). Per-head products are [B,H,N,dh].
+    centred; ``S2 = S1c ⊙ γ2`` (γ, β: the image-token LayerNorms of blocks 1 and 2).
     """
 
     src_sq: torch.Tensor
@@ -166,12 +169,14 @@ class FactoredMaskDecoder(FastMaskDecoder):
             self.pe, [t2i2.w_k, i2t2.w_q, final.w_k]
         )
         # Per-image products, one matmul per input (see image_context).
-        self.src_weights = [i2t1.out_t]
+        self.out1_weights = [i2t1.out_t]
         self.s1_weights = [t2i2.w_k, t2i2.w_v, i2t2.w_q]
-        self.s1c_weights = [i2t2.out_t]
-        self.s2_weights = [final.w_k, final.w_v]
+        self.out2_weights = [i2t2.out_t]
+        self.final_weights = [final.w_k, final.w_v]
 
-    def _per_head_products(self, x: torch.Tensor, weights: list[torch.Tensor], extra: torch.Tensor | None = None):
+    def _per_head_products(
+        self, x: torch.Tensor, weights: list[torch.Tensor], extra: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """x [N,C] times each per-head weight [H,dh,C] → a list of [H,N,dh] in ``dtype``; with ``extra`` [C,D] the
         list ends with x·extra [N,D]. One matmul for all (x and weights rounded to ``dtype``)."""
         stacked = torch.cat([w.flatten(0, 1) for w in weights]).t()  # [C, n·H·dh]
@@ -199,11 +204,11 @@ class FactoredMaskDecoder(FastMaskDecoder):
         s1c = _centred(s1)
         s1c_gamma = s1c * norm1.weight
         s2 = s1c * norm2.weight
-        (src_out1,) = self._per_head_products(src_c, self.src_weights)
+        (src_out1,) = self._per_head_products(src_c, self.out1_weights)
         s1_keys, s1_values, s1_queries = self._per_head_products(s1, self.s1_weights)
-        (s1c_gamma_out1,) = self._per_head_products(s1c_gamma, self.src_weights)
-        (s1c_out2,) = self._per_head_products(s1c, self.s1c_weights)
-        s2_keys, s2_values, s2_up = self._per_head_products(s2, self.s2_weights, extra=self.up1_w)
+        (s1c_gamma_out1,) = self._per_head_products(s1c_gamma, self.out1_weights)
+        (s1c_out2,) = self._per_head_products(s1c, self.out2_weights)
+        s2_keys, s2_values, s2_up = self._per_head_products(s2, self.final_weights, extra=self.up1_w)
         return {
             "src_sq": src_c.square().sum(-1),
             "src_out1": src_out1,
