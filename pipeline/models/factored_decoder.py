@@ -7,8 +7,9 @@ LayerNorm, plus a low-rank part made of the prompt's few token values:
     X = pixel ⊙ (S + Σ_j coef_jᵀ rows_j) + 1 βᵀ     pixel [p,N], S [N,C] per image, coef_j [p,k_j,N], rows_j [p,k_j,C]
 
 Block 1's image→token attention adds Aᵀ V (A [p,H·T,N] attention weights, V [p,H·T,C] token values), and a
-LayerNorm scales rows and subtracts row means, so X keeps this form (one term of rank H·T after block 1, three
-after block 2: H·T, H·T and 1). Everything the decoder does with X is done on the factors:
+LayerNorm scales rows and subtracts row means, so X keeps this form (one term of rank H·T after block 1, two after
+block 2; the rank-1 part that block 2's LayerNorm makes of β1 is folded into one head's rows). Everything the
+decoder does with X is done on the factors:
 
 - Attention scores against X + PE are ``pixel ⊙ (q·S Wkᵀ + Σ_j (q Wk rows_jᵀ) coef_j) + q·PE Wkᵀ``. Each token's
   query lives in one head's dh dimensions, so ``S Wkᵀ`` is projected once per image and costs a prompt N·dh per
@@ -319,14 +320,14 @@ class FactoredMaskDecoder(FastMaskDecoder):
         )
         r2 = torch.rsqrt(sq / norm.weight.numel() + norm.eps)
         # LN = r2 ⊙ (r1 ⊙ P1 + attn2ᵀ V2c + β1c) ⊙ γ2 + β2 = r1 r2 ⊙ (S2 + attn1ᵀ (U1c γ2) + (attn2 / r1)ᵀ (V2c γ2)
-        # + (1 / r1) (β1c γ2)) + β2.
-        inv_r1 = 1 / r1
-        gamma = norm.weight
-        p = len(values)
+        # + (1 / r1) (β1c γ2)) + β2. Head 0's weights in attn2 sum to 1 over its tokens, so the last term is folded
+        # into the rows of head 0's tokens: Σ_t (attn2_0t / r1)(V2c_0t γ2 + β1c γ2).
+        rows2 = v2c * norm.weight
+        rows2[:, : rows2.shape[1] // i2t.heads] += beta1c * norm.weight
         return _Factors(
             r1 * r2,
-            (attn1, attn2.mul_(inv_r1.unsqueeze(1).to(low)), inv_r1.unsqueeze(1).to(low)),
-            (u1c * gamma, v2c * gamma, (beta1c * gamma).expand(p, 1, -1)),
+            (attn1, attn2.mul_((1 / r1).unsqueeze(1).to(low))),
+            (u1c * norm.weight, rows2),
             norm.bias,
         )
 
