@@ -28,7 +28,7 @@ CPU_DECODER_GROUP = 8
 GPU_DECODER_GROUP = 64
 # On a CPU, calls with at least this many prompts per image take the factored decoder, in groups of
 # FACTORED_DECODER_GROUP. L0, bf16, 2 cores, 4 images: 10 box prompts per image 0.29 s (fast) vs 0.36 s (factored),
-# 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none upscaled, 0.78 vs 0.64 s.
+# 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none upscaled, 0.78 vs 0.59 s.
 FACTORED_MIN_PROMPTS_PER_IMAGE = 48
 FACTORED_DECODER_GROUP = 32
 
