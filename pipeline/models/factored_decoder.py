@@ -32,6 +32,7 @@ runtime uses this for grids and proposals and :class:`FastMaskDecoder` for box p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -229,17 +230,18 @@ class FactoredMaskDecoder(FastMaskDecoder):
             "s2_values": s2_values,
         }
 
-    def _transformer(self, ctx: FactoredContext, pe_tokens: torch.Tensor, needed: list[int]):  # type: ignore[override]
-        c = ctx  # one image's (B = 1): its per-image parts are indexed [0] below
-        queries, attn = self._first_block_tokens(c, pe_tokens)  # attn [p,H·T,N], per head summing to 1 over T
-        x1, coef1, means1 = self._first_norm(c, queries, attn)
-        queries = self._second_block_tokens(c, queries, x1, pe_tokens)
-        x2 = self._second_norm(c, queries, x1, coef1, means1, pe_tokens)
+    def _transformer(  # type: ignore[override]  (a FactoredContext of one image, B = 1: parts are indexed [0])
+        self, ctx: FactoredContext, pe_tokens: torch.Tensor, needed: list[int]
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor, int, int], torch.Tensor]]:
+        queries, attn = self._first_block_tokens(ctx, pe_tokens)  # attn [p,H·T,N], per head summing to 1 over T
+        x1, coef1, means1 = self._first_norm(ctx, queries, attn)
+        queries = self._second_block_tokens(ctx, queries, x1, pe_tokens)
+        x2 = self._second_norm(ctx, queries, x1, coef1, means1, pe_tokens)
         q = (queries + pe_tokens)[:, needed]
-        attended = self._attend(self.final, q, x2, c.s2_keys[0], c.s2_values[0], self.pe_keys_final)
+        attended = self._attend(self.final, q, x2, ctx.s2_keys[0], ctx.s2_values[0], self.pe_keys_final)
         queries = self.decoder.transformer.norm_final_attn(queries[:, needed] + attended)
         w, b = self.up1_w.float(), self.up1_b.float()
-        return queries, lambda keep, gy, gx: x2.linear(keep, gy, gx, c.s2_up[0], w, b)
+        return queries, lambda keep, gy, gx: x2.linear(keep, gy, gx, ctx.s2_up[0], w, b)
 
     def _first_norm(
         self, c: FactoredContext, queries: torch.Tensor, attn: torch.Tensor
