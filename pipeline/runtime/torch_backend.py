@@ -15,6 +15,7 @@ import torch
 from pipeline.geometry import normalize_and_pad
 from pipeline.models.factored_decoder import FactoredContext, FactoredMaskDecoder
 from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder, ImageContext
+from pipeline.models.fused_encoder import fuse_for_inference, onednn_fusion_available
 from pipeline.models.sam import EfficientViTSam, decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.prompts import PromptBatch
 from pipeline.runtime.base import Precision
@@ -50,6 +51,9 @@ class TorchSam:
     GPU options for the encoder: ``precision`` bf16 / fp16 autocast (LayerNorm2d, LiteMLA attention and the neck's
     upsampling stay fp32 inside the model), ``channels_last`` memory format, ``compile`` (``torch.compile``, the
     first call per input shape is slow). Canvases from the host are uploaded from pinned memory.
+    ``fuse_encoder`` runs the encoder in inference form (:mod:`pipeline.models.fused_encoder`: BatchNorm folded into
+    the convolutions, activations fused on CPUs; ~1e-6 relative from the model as written); the model passed in is
+    left as it is, and the folded copy costs the memory of the encoder's convolution weights once more.
     ``decoder_precision`` bf16 runs the fast decoder's image side in bf16 (prompt tokens and heads fp32) and
     SAM's decoder, for prompts with a mask input, under bf16 autocast; outputs are fp32 either way.
     """
@@ -67,6 +71,7 @@ class TorchSam:
         channels_last: bool = False,
         compile: bool = False,
         decoder_precision: Precision = "fp32",
+        fuse_encoder: bool = True,
     ) -> None:
         if decoder_chunk < 1:
             raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
@@ -77,9 +82,14 @@ class TorchSam:
         self.decoder_chunk = decoder_chunk
         self.encoder_input_size = model.encoder_input_size
         self.channels_last = channels_last
+        encoder = self.model.image_encoder
+        if fuse_encoder:
+            # Under torch.compile, inductor makes its own CPU fusions from the plain convolutions.
+            onednn = self.device.type == "cpu" and not compile and onednn_fusion_available()
+            encoder = fuse_for_inference(encoder, onednn=onednn)
         if channels_last:
-            self.model.image_encoder.to(memory_format=torch.channels_last)
-        self.image_encoder = torch.compile(self.model.image_encoder) if compile else self.model.image_encoder
+            encoder.to(memory_format=torch.channels_last)
+        self.image_encoder = torch.compile(encoder) if compile else encoder
         with torch.inference_mode():
             self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
         self.fast = self.factored = None
