@@ -32,6 +32,9 @@ GPU_DECODER_GROUP = 64
 # 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none upscaled, 0.78 vs 0.59 s.
 FACTORED_MIN_PROMPTS_PER_IMAGE = 48
 FACTORED_DECODER_GROUP = 32
+# A bf16 decoder moves predicted IoUs by up to ~0.016 from fp32 (the demo model's gate prompts, bf16 encoder and
+# decoder). Prompts whose IoU lies this close to the caller's threshold are decoded again in fp32.
+BORDERLINE_IOU = 0.025
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -55,7 +58,9 @@ class TorchSam:
     the convolutions, activations fused on CPUs; ~1e-6 relative from the model as written); the model passed in is
     left as it is, and the folded copy costs the memory of the encoder's convolution weights once more.
     ``decoder_precision`` bf16 runs the fast decoder's image side in bf16 (prompt tokens and heads fp32) and
-    SAM's decoder, for prompts with a mask input, under bf16 autocast; outputs are fp32 either way.
+    SAM's decoder, for prompts with a mask input, under bf16 autocast; outputs are fp32 either way. With a threshold
+    in the hints (grids, proposals), prompts whose bf16 IoU for a read token is within ``BORDERLINE_IOU`` of it are
+    decoded again in fp32, so that whether a mask passes the threshold is fp32's decision.
     """
 
     precision_note: str | None = None
@@ -92,7 +97,7 @@ class TorchSam:
         self.image_encoder = torch.compile(encoder) if compile else encoder
         with torch.inference_mode():
             self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
-        self.fast = self.factored = None
+        self.fast = self.factored = self.exact = None
         if fast_decoder:
             no_mask = model.prompt_encoder.no_mask_embed.weight
             dtype = torch.float32 if decoder_precision == "fp32" else _AUTOCAST[decoder_precision]
@@ -107,6 +112,10 @@ class TorchSam:
                 dtype=dtype,
                 across_images=gpu,
             )
+            if dtype != torch.float32:  # for the prompts near a threshold (see decode)
+                self.exact = FastMaskDecoder(
+                    model.mask_decoder, self.image_pe, no_mask, group=self.fast.group, across_images=gpu
+                )
             # Many prompts per image: the per-image work of the factored decoder pays for itself (see the constants).
             self.factored = (
                 None
@@ -116,8 +125,9 @@ class TorchSam:
                 )
             )
         # The image contexts of the last embeddings, kept while they come back (grid mode decodes one encoder batch in
-        # many calls). A factored context serves both decoders.
+        # many calls). A factored context serves both decoders; the fp32 decoder has its own.
         self._context: tuple[torch.Tensor | None, ImageContext | None] = (None, None)
+        self._exact_context: tuple[torch.Tensor | None, ImageContext | None] = (None, None)
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray | torch.Tensor, input_hw: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -154,8 +164,41 @@ class TorchSam:
         if not logits:
             return torch.zeros((0, 4, 256, 256), device=self.device), torch.zeros((0, 4), device=self.device)
         if len(logits) == 1:  # the usual case (one call per chunk): no copy of [P,4,256,256]
-            return logits[0], ious[0]
-        return torch.cat(logits), torch.cat(ious)
+            logits, ious = logits[0], ious[0]
+        else:
+            logits, ious = torch.cat(logits), torch.cat(ious)
+        self._redecode_borderline(embeddings, prompts, hints, logits, ious)
+        return logits, ious
+
+    def _redecode_borderline(
+        self,
+        embeddings: torch.Tensor,
+        prompts: PromptBatch,
+        hints: DecodeHints | None,
+        logits: torch.Tensor,
+        ious: torch.Tensor,
+    ) -> None:
+        """Replaces, in place, the rows of prompts whose IoU for a read token is within ``BORDERLINE_IOU`` of
+        ``hints.min_iou`` by the fp32 decoder's (bf16 decoder only)."""
+        if self.exact is None or hints is None or hints.min_iou is None or prompts.mask_input is not None:
+            return
+        near = (ious[:, list(hints.mask_tokens)] - hints.min_iou).abs().le(BORDERLINE_IOU).any(dim=1)
+        rows = near.nonzero().flatten().cpu().numpy()
+        if len(rows) == 0:
+            return
+        borderline = prompts.take(rows)
+        pe = self.model.prompt_encoder
+        coords = torch.as_tensor(borderline.coords, device=self.device)
+        labels = torch.as_tensor(borderline.labels, device=self.device)
+        sparse = embed_prompt_tokens(pe, coords, labels)  # [p,T,256]
+        cached_for, context = self._exact_context
+        if cached_for is not embeddings or context is None:
+            context = self.exact.image_context(embeddings)
+            self._exact_context = (embeddings, context)
+        low_res, iou = self.exact(context, borderline.image_index, sparse, hints.take(rows))
+        index = torch.as_tensor(rows, device=logits.device)
+        logits[index] = low_res.float()
+        ious[index] = iou.float()
 
     def _decode_chunk(
         self, embeddings: torch.Tensor, prompts: PromptBatch, hints: DecodeHints | None
