@@ -188,26 +188,26 @@ class TorchSam:
         if len(rows) == 0:
             return
         borderline = prompts.take(rows)
-        pe = self.model.prompt_encoder
-        coords = torch.as_tensor(borderline.coords, device=self.device)
-        labels = torch.as_tensor(borderline.labels, device=self.device)
-        sparse = embed_prompt_tokens(pe, coords, labels)  # [p,T,256]
         cached_for, context = self._exact_context
         if cached_for is not embeddings or context is None:
             context = self.exact.image_context(embeddings)
             self._exact_context = (embeddings, context)
-        low_res, iou = self.exact(context, borderline.image_index, sparse, hints.take(rows))
+        low_res, iou = self.exact(context, borderline.image_index, self._sparse(borderline), hints.take(rows))
         index = torch.as_tensor(rows, device=logits.device)
         logits[index] = low_res.float()
         ious[index] = iou.float()
+
+    def _sparse(self, prompts: PromptBatch) -> torch.Tensor:
+        """The prompts' sparse token embeddings [P,T,256]."""
+        coords = torch.as_tensor(prompts.coords, device=self.device)
+        labels = torch.as_tensor(prompts.labels, device=self.device)
+        return embed_prompt_tokens(self.model.prompt_encoder, coords, labels)
 
     def _decode_chunk(
         self, embeddings: torch.Tensor, prompts: PromptBatch, hints: DecodeHints | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pe = self.model.prompt_encoder
-        coords = torch.as_tensor(prompts.coords, device=self.device)
-        labels = torch.as_tensor(prompts.labels, device=self.device)
-        sparse = embed_prompt_tokens(pe, coords, labels)  # [P,T,256]
+        sparse = self._sparse(prompts)
         if self.fast is not None and prompts.mask_input is None:
             images = len(np.unique(prompts.image_index))
             factored = self.factored is not None and len(prompts) >= FACTORED_MIN_PROMPTS_PER_IMAGE * images
