@@ -34,7 +34,7 @@ FACTORED_MIN_PROMPTS_PER_IMAGE = 48
 FACTORED_DECODER_GROUP = 32
 # Prompts whose bf16 IoU lies this close to the caller's threshold are decoded again in fp32. On the demo model's
 # gate prompts bf16 (encoder and decoder) moved predicted IoUs by 0.016 at most, mostly by far less; its 16×16 grid
-# re-decodes ~3% of its prompts at this margin (+9% decode time) and keeps fp32's masks (11 of 12 without).
+# re-decodes ~2% of its prompts at this margin (+9% decode time) and keeps fp32's masks (11 of 12 without).
 BORDERLINE_IOU = 0.01
 
 
