@@ -6,14 +6,20 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from pipeline.models import EfficientViTSam, create_model
+from pipeline.runtime.capability import bf16_unsupported_reason
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("SAMLABEL_FIXTURES", REPO.parent / "shared" / "fixtures" / "efficientvit_sam"))
 OFFICIAL_VARIANTS = ("l0", "l1", "l2", "xl0", "xl1")
+
+_NO_BF16 = bf16_unsupported_reason(torch.device("cpu"))
+needs_bf16 = pytest.mark.skipif(_NO_BF16 is not None, reason=f"bf16 does not run on this CPU: {_NO_BF16}")
+"""For tests that run bf16 convolutions on the CPU or go through the driver's bf16 gate."""
 
 
 def fixture_state_dict(arch: str) -> dict[str, torch.Tensor]:

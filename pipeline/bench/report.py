@@ -14,7 +14,8 @@ def format_table(report: dict) -> str:
     lines = [
         f"model {c['model']} ({c['weights']} weights), {c['backend']} encoder {c['precision']}{auto[0]}, decoder "
         f"{c.get('decoder_precision', 'fp32')}{auto[1]} on {c['machine']['device']} "
-        f"[{c['machine']['cpu']}, {c['machine']['torch_threads']} threads], prompts {c['prompts']}, "
+        f"[{c['machine']['cpu']}, {_cpu_class(c['machine'])}, {c['machine']['torch_threads']} threads], "
+        f"prompts {c['prompts']}, "
         f"{c['images']['count']} images of {c['images']['megapixels_min']}-{c['images']['megapixels_max']} MP",
         f"{'side':<10}{'seconds':>9}{'img/s':>9}{'prompts':>9}{'masks':>7}{'peakMB':>8}  stage seconds",
     ]
@@ -53,3 +54,11 @@ def format_throughput(rows: list[dict]) -> str:
             f"{util:>11}{fraction:>11}{gate:>9}"
         )
     return "\n".join(lines)
+
+
+def _cpu_class(machine: dict) -> str:
+    """``AVX512, bf16 native`` or ``AVX2, no bf16 (why)``: the CPU class a timing belongs to."""
+    isa = machine.get("isa", "ISA unknown")
+    if machine.get("bf16"):
+        return f"{isa}, bf16 native"
+    return f"{isa}, no bf16" + (f" ({machine['bf16_unavailable']})" if machine.get("bf16_unavailable") else "")

@@ -23,6 +23,7 @@ from pipeline.config_loading import to_dict
 from pipeline.models import create_model
 from pipeline.runtime import allocator, load_model, load_runtime
 from pipeline.runtime.accuracy import accuracy_gate, gate_images
+from pipeline.runtime.capability import cpu_report
 from pipeline.runtime.torch_backend import pick_device
 from pipeline.timing import STAGES
 
@@ -187,7 +188,7 @@ def _conditions(cfg: LabelConfig, files: list[Path], weights: str, device: torch
     config = to_dict(cfg)
     return {
         "machine": {
-            "cpu": _cpu_name(),
+            **cpu_report(),
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -208,13 +209,3 @@ def _conditions(cfg: LabelConfig, files: list[Path], weights: str, device: torch
             "megapixels_max": round(max(sizes), 2),
         },
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -14,6 +14,7 @@ import torch
 from pipeline.config import ModelConfig, StorageConfig
 from pipeline.models import EfficientViTSam, create_model, model_card
 from pipeline.runtime.base import SamRuntime
+from pipeline.runtime.capability import require_bf16
 from pipeline.runtime.torch_backend import TorchSam, pick_device
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
         from pipeline.runtime.auto_precision import resolve_precision
 
         chosen = resolve_precision(sam, device, model.precision, model.decoder_precision, model.channels_last)
+        explicit = [f"model.{key}=bf16" for key in ("precision", "decoder_precision") if getattr(model, key) == "bf16"]
+        if explicit:
+            require_bf16(device, " with ".join(explicit))
         runtime = TorchSam(
             sam,
             device=device,

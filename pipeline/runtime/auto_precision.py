@@ -1,10 +1,10 @@
-"""``model.precision: auto`` / ``model.decoder_precision: auto``: bf16 where the worker's device runs it natively
-and these weights pass the accuracy gate there, else fp32.
+"""``model.precision: auto`` / ``model.decoder_precision: auto``: bf16 where the worker's device runs it and these
+weights pass the accuracy gate there, else fp32.
 
 Resolved inside the worker (the driver may have another device): the torch backend tries the candidates in order,
 bf16 encoder and decoder, then one of them in bf16, and keeps the first whose masks pass
-:func:`pipeline.runtime.accuracy.accuracy_gate` against fp32 on the same device. A device without native bf16 (a
-CPU without AVX512-BF16 or AMX, a GPU before Ampere) runs fp32 without trying: emulated bf16 is slower there. An
+:func:`pipeline.runtime.accuracy.accuracy_gate` against fp32 on the same device. A device where the bf16 probe
+fails (:mod:`pipeline.runtime.capability`: an AVX2-only CPU, a GPU before Ampere) runs fp32 without trying. An
 explicitly set precision is kept as it is (the driver gates an explicit bf16 before the run).
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.models import EfficientViTSam
+from pipeline.runtime.capability import bf16_runs
 from pipeline.runtime.torch_backend import TorchSam
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,6 @@ class Resolved:
         return self.precision, self.decoder_precision
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matmuls natively (not emulated)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type == "cpu":
-        # Private probes of torch.cpu (there since PyTorch 2.1); a build without them counts as not native.
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return False
-
-
 def candidates(precision: str, decoder_precision: str) -> list[tuple[str, str]]:
     """(encoder, decoder) precisions to try in order for the configured pair; the last one is always taken."""
     encoders = ["bf16", "fp32"] if precision == "auto" else [precision]
@@ -64,7 +54,7 @@ def resolve_precision(
 
     if precision != "auto" and decoder_precision != "auto":
         return Resolved(precision, decoder_precision, None)
-    if not native_bf16(device):
+    if not bf16_runs(device):
         pairs = [pair for pair in candidates(precision, decoder_precision) if "bf16" not in pair]
         chosen = pairs[0] if pairs else candidates(precision, decoder_precision)[-1]
         return Resolved(*chosen, None)

@@ -24,7 +24,7 @@ from pipeline.masks import decode_rle, mask_iou
 from pipeline.reference import ReferencePredictor
 from pipeline.runtime import accuracy
 from tests.e2e.conftest import DATA, FAST_GRID, FP32, read_dataset
-from tests.fixtures import fixture_model, write_fixture_weights
+from tests.fixtures import fixture_model, needs_bf16, write_fixture_weights
 from tests.images import write_hostile_corpus
 
 ANNOTATION_COLUMNS = {
@@ -233,6 +233,7 @@ def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+@needs_bf16
 def test_a_decoder_precision_that_fails_the_gate_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     # mini-l's bf16 decoder keeps ~0.99 of its masks (passes the 0.98 bar); a bar above that must stop the run.
     monkeypatch.setattr(accuracy, "GATE_MASK_IOU", 0.9999)
@@ -246,6 +247,16 @@ def test_a_decoder_precision_that_fails_the_gate_is_refused_before_any_work(tmp_
     err = capsys.readouterr().err.strip()
     assert "model.decoder_precision=bf16 fails the accuracy gate for mini-l" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("setting", ["model.precision=bf16", "model.decoder_precision=bf16"])
+def test_a_bf16_the_cpu_cannot_run_is_refused_before_any_work(tmp_path, capsys, monkeypatch, setting):
+    monkeypatch.setenv("SAMLABEL_CPU_BF16", "0")  # as on an AVX2-only CPU
+    out = tmp_path / "out"
+    assert main(["--input", str(DATA), "--output", str(out), "--model", "mini-l", "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{setting} cannot run on cpu (" in err and "set it to auto" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_missing_input_fails_fast(tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 
 from jobs.bench import main
 from pipeline.timing import STAGES
+from tests.fixtures import needs_bf16
 
 
 def test_boxes_bench_reports_both_sides_and_agreement(tmp_path, capsys) -> None:
@@ -28,6 +29,7 @@ def test_boxes_bench_reports_both_sides_and_agreement(tmp_path, capsys) -> None:
     assert "speedup" in table and "reference" in table and "malloc: ours" in table
 
 
+@needs_bf16
 def test_reduced_precision_bench_reports_the_accuracy_gate(tmp_path, capsys) -> None:
     out = tmp_path / "report.json"
     argv = ["--model", "mini-l", "--images", "1", "--size", "120x160", "--decoder-precision", "bf16", "--no-reference"]
@@ -35,6 +37,14 @@ def test_reduced_precision_bench_reports_the_accuracy_gate(tmp_path, capsys) -> 
     gate = json.loads(out.read_text())["gate"]
     assert gate["passed"] and gate["prompts"] == 54 and gate["mask_iou_mean"] >= gate["threshold"] == 0.98
     assert "accuracy gate vs fp32: passed" in capsys.readouterr().out
+
+
+def test_a_bf16_bench_the_cpu_cannot_run_is_refused_in_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SAMLABEL_CPU_BF16", "0")  # as on an AVX2-only CPU
+    argv = ["--model", "mini-l", "--images", "1", "--size", "120x160", "--decoder-precision", "bf16", "--no-reference"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.decoder_precision=bf16 cannot run on cpu (" in err
 
 
 def test_grid_bench_on_a_folder_reports_matched_masks(tmp_path) -> None:

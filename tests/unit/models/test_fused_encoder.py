@@ -11,7 +11,7 @@ from torch import nn
 from pipeline.models.efficientvit import ConvLayer
 from pipeline.models.fused_encoder import FusedConvLayer, fuse_for_inference, onednn_fusion_available
 from pipeline.runtime.torch_backend import TorchSam
-from tests.fixtures import fixture_images, fixture_model
+from tests.fixtures import fixture_images, fixture_model, needs_bf16
 
 ONEDNN = [False, pytest.param(True, marks=pytest.mark.skipif(not onednn_fusion_available(), reason="no oneDNN"))]
 
@@ -44,6 +44,7 @@ def test_fused_encoder_equals_the_encoder_in_fp32(arch: str, onednn: bool) -> No
     assert _relative(fused(x), encoder(x)) <= 1e-5  # the fixtures' tolerance for the embedding
 
 
+@needs_bf16
 @pytest.mark.parametrize("onednn", ONEDNN)
 @torch.inference_mode()
 def test_fused_encoder_under_cpu_autocast_runs_in_bf16(onednn: bool) -> None:

@@ -14,7 +14,7 @@ from pipeline.prompts import make_prompts
 from pipeline.runtime import accuracy
 from pipeline.runtime.accuracy import accuracy_gate, check_precision
 from pipeline.runtime.torch_backend import TorchSam
-from tests.fixtures import fixture_images, fixture_model
+from tests.fixtures import fixture_images, fixture_model, needs_bf16
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,7 @@ def reference() -> TorchSam:
     return TorchSam(fixture_model("l"))
 
 
+@needs_bf16
 def test_bf16_encoder_passes_the_gate(reference) -> None:
     image = fixture_images()["img0"]
     result = accuracy_gate(TorchSam(fixture_model("l"), precision="bf16"), reference, [image])
@@ -30,6 +31,7 @@ def test_bf16_encoder_passes_the_gate(reference) -> None:
     assert 0 < result.embedding_rel_error < 0.05
 
 
+@needs_bf16
 @pytest.mark.parametrize("encoder", ["fp32", "bf16"])
 def test_bf16_mask_decoder_passes_the_gate(reference, encoder) -> None:
     image = fixture_images()["img1"]
@@ -53,11 +55,13 @@ def test_other_weights_fail_the_gate(reference) -> None:
         accuracy_gate(reference, reference, [])
 
 
+@needs_bf16
 def test_the_label_jobs_gate_passes_a_model_that_keeps_its_masks() -> None:
     result = check_precision(ModelConfig(name="mini-l", decoder_precision="bf16"), StorageConfig())
     assert result.passed and result.prompts == 54  # three generated images, 18 prompts each
 
 
+@needs_bf16
 @pytest.mark.parametrize(
     ("settings", "named"),
     [
