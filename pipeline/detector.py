@@ -12,6 +12,8 @@ to a local file first (path, ``s3://``, ``hf://``), so ultralytics never resolve
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 from pipeline.config import StorageConfig, YoloConfig
 from pipeline.geometry import resize_longest_side
 from pipeline.io.storage import fetch, sha256_file
+from pipeline.models.checkpoint import refused_pickle
 
 _OFF = ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "vscode_msg", "openvino_msg")
 
@@ -117,8 +120,15 @@ def load_yolo(cfg: YoloConfig, storage: StorageConfig, cache_dir: str | None = N
     if path.suffix != ".pt":
         raise ValueError(f"{cfg.weights}: yolo.weights must be an ultralytics .pt file")
     try:
-        model = ultralytics.YOLO(str(path.resolve()), task="detect")
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the error line says it all
+            warnings.simplefilter("ignore")
+            model = ultralytics.YOLO(str(path.resolve()), task="detect")
     except Exception as exc:
+        unpickling = _unpickling_error(exc)
+        accepted = "ultralytics detector checkpoints holding only ultralytics' model classes and tensors"
+        refusal = None if unpickling is None else refused_pickle(unpickling, accepted)
+        if refusal is not None:  # the detector's own classes are allowed; anything else is refused
+            raise ValueError(f"{cfg.weights}: {refusal}") from None
         reason = " ".join(str(exc).split()).replace("ERROR ❌️ ", "")[:300]
         raise ValueError(
             f"{cfg.weights}: cannot be loaded as a YOLO detector ({type(exc).__name__}: {reason})"
@@ -126,6 +136,18 @@ def load_yolo(cfg: YoloConfig, storage: StorageConfig, cache_dir: str | None = N
     if getattr(model, "task", "detect") != "detect":
         raise ValueError(f"{cfg.weights}: is a YOLO {model.task} model, not a detector")
     return model, digest
+
+
+def _unpickling_error(exc: BaseException) -> pickle.UnpicklingError | None:
+    """The UnpicklingError behind ``exc`` (ultralytics may wrap it), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, pickle.UnpicklingError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def class_indices(classes: Sequence[int | str], names: dict[int, str]) -> list[int] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ from pipeline.io.storage import describe_error, fetch, sha256_file
 
 _EXAMPLES = 3
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_WEIGHTS_ONLY = "Weights only load failed"
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
 
 
 class CheckpointError(ValueError):
@@ -71,6 +74,27 @@ def is_safetensors(path: str | Path) -> bool:
     return int.from_bytes(head[:8], "little") <= Path(path).stat().st_size - 8
 
 
+PLAIN_WEIGHTS = "safetensors files or plain state dicts of tensors saved by torch.save"
+
+
+def refused_pickle(exc: pickle.UnpicklingError, accepted: str = PLAIN_WEIGHTS) -> str | None:
+    """Why ``torch.load(weights_only=True)`` refused a file and what is ``accepted`` instead, in words that do not
+    repeat PyTorch's advice to load it with ``weights_only=False``; None when ``exc`` is no such refusal (a file
+    that is not pickle data at all)."""
+    if _WEIGHTS_ONLY not in str(exc):
+        return None
+    found = _GLOBAL.search(str(exc))
+    if found is not None:
+        return f"refused: the file holds pickled Python objects ({found.group(1)}), which are never loaded; " + (
+            f"samlabel reads {accepted}"
+        )
+    detail = _UNPICKLER_DETAIL.search(str(exc))
+    return (
+        "corrupted, or pickle data that cannot be read safely"
+        f"{' (' + detail.group(1).strip() + ')' if detail else ''}; samlabel reads {accepted}"
+    )
+
+
 def _read_state_dict(uri: str, path: Path) -> dict[str, torch.Tensor]:
     if is_safetensors(path):
         from safetensors.torch import load_file
@@ -80,15 +104,16 @@ def _read_state_dict(uri: str, path: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise CheckpointError(f"{uri}: corrupted safetensors file ({describe_error(exc)})") from exc
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the error line says it all
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = _GLOBAL.search(str(exc))
-        if found is None:
-            raise CheckpointError(f"{uri}: corrupted or not a checkpoint (the pickle data is invalid)") from exc
-        raise CheckpointError(
-            f"{uri}: refused: the file contains Python objects that are not tensors ({found.group(1)}); "
-            "only plain state dicts of tensors are loaded"
-        ) from exc
+        # Not chained: PyTorch's message advises loading with weights_only=False, which must never be done with
+        # an untrusted file.
+        refusal = refused_pickle(exc)
+        if refusal is None:
+            raise CheckpointError(f"{uri}: corrupted or not a checkpoint (the pickle data is invalid)") from None
+        raise CheckpointError(f"{uri}: {refusal}") from None
     except Exception as exc:
         raise CheckpointError(f"{uri}: corrupted, truncated or not a checkpoint ({describe_error(exc)})") from exc
     return _unwrap(uri, loaded)

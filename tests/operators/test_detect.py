@@ -124,6 +124,6 @@ def test_missing_weights_fail_in_one_line(tmp_path):
     assert "\n" not in str(info.value)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot be loaded as a YOLO detector") as info:
+    with pytest.raises(ValueError, match="bad.pt: corrupted, or pickle data that cannot be read safely") as info:
         Detect(YoloConfig(weights=str(bad)), StorageConfig(), cache_dir=str(tmp_path / "c"))
     assert "\n" not in str(info.value)

@@ -192,8 +192,8 @@ def test_pickled_python_objects_are_refused_without_running_them(tmp_path: Path)
     path = tmp_path / "payload.pt"
     torch.save({"weight": torch.ones(2), "extra": Payload(marker)}, path)
     message = _error(create_model("mini-l"), str(path))
-    assert message.startswith(f"{path}: refused: the file contains Python objects that are not tensors (")
-    assert "_write_marker" in message and message.endswith("only plain state dicts of tensors are loaded")
+    assert message.startswith(f"{path}: refused: the file holds pickled Python objects (")
+    assert "_write_marker" in message and message.endswith("plain state dicts of tensors saved by torch.save")
     assert not marker.exists()
     torch.load(path, weights_only=False)  # what an unsafe loader would have done
     assert marker.read_text() == "code ran"
@@ -239,3 +239,19 @@ def test_hf_file_missing_from_the_offline_cache(mini_l_file, tmp_path: Path, mon
     _hf_cache(tmp_path / "hf", "owner/repo", "w/mini.pt", mini_l_file[0])
     message = _error(create_model("mini-l"), "hf://owner/repo/w/other.pt", cache_dir=tmp_path / "hf")
     assert message == "cannot download hf://owner/repo/w/other.pt: offline and not in the Hugging Face cache"
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_the_job_line_for_a_pickle_gives_no_advice_to_unpickle_it(tmp_path: Path, capsys, protocol: int) -> None:
+    # PyTorch's own message suggests weights_only=False: never advice to give about an untrusted file.
+    from jobs.label import main
+
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / "payload.pt"
+    torch.save({"extra": Payload(marker)}, path, pickle_protocol=protocol)
+    args = ["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--model", "mini-l", "--weights", str(path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"samlabel: error: CheckpointError: {path}: ")
+    assert "pickled Python objects (" in err or "pickle data that cannot be read safely" in err
+    assert "weights_only" not in err and "trust" not in err and not marker.exists()
