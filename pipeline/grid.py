@@ -160,7 +160,7 @@ def _decode_views(
     # The filters read tokens 1-3 above the IoU threshold, inside each view's resized image (+1 for upsampling).
     read_hw = np.array([read_low_res_hw(views[v].hw) for v in prompt_view], np.int64).reshape(-1, 2)
     min_iou = cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0.0 else None
-    hints = DecodeHints(mask_tokens=(1, 2, 3), min_iou=min_iou, low_res_hw=read_hw)
+    hints = DecodeHints(mask_tokens=(1, 2, 3), min_iou=min_iou, low_res_hw=read_hw, dense=True)
     pending: list[Candidates] = []
     for start in range(0, len(prompts), cfg.points_per_batch):
         stop = min(start + cfg.points_per_batch, len(prompts))

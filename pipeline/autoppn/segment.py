@@ -84,6 +84,7 @@ def segment_autoppn(
         mask_tokens=(1, 2, 3) if multimask else (0,),
         min_iou=grid_cfg.pred_iou_thresh if grid_cfg.pred_iou_thresh > 0.0 else None,
         low_res_hw=read_hw.reshape(-1, 2),
+        dense=True,
     )
     pending: list[list[Candidates]] = [[] for _ in original_hw]
     for start in range(0, len(prompts), chunk):

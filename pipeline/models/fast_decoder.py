@@ -55,15 +55,19 @@ class DecodeHints:
         mask_tokens: the mask tokens whose logits are read (IoU is always returned for all four).
         min_iou: prompts whose best IoU over ``mask_tokens`` is not above this have no logits read.
         low_res_hw: [P,2] int, rows and columns of the low-res logits read per prompt (a top-left window).
+        dense: the prompts cover each image densely (grids, proposals): a CPU backend may do per-image work once
+            to make each prompt cheaper. Set by the prompt source, never by the call's size, so that how prompts
+            are split into calls does not change which decoder computes them.
     """
 
     mask_tokens: tuple[int, ...] = (0, 1, 2, 3)
     min_iou: float | None = None
     low_res_hw: np.ndarray | None = None
+    dense: bool = False
 
     def take(self, index: slice | np.ndarray) -> DecodeHints:
         hw = None if self.low_res_hw is None else self.low_res_hw[index]
-        return DecodeHints(self.mask_tokens, self.min_iou, hw)
+        return DecodeHints(self.mask_tokens, self.min_iou, hw, self.dense)
 
 
 @dataclass(frozen=True)
@@ -207,12 +211,17 @@ class FastMaskDecoder:
         logits = sparse.new_zeros((p, 4, LOW_RES, LOW_RES), dtype=torch.float32)
         iou = sparse.new_zeros((p, 4), dtype=torch.float32)
         for rows, image in self._groups(np.asarray(image_index)):
+            # Every group has exactly ``group`` prompts (the last one repeated): matrix kernels round differently
+            # for other row counts, and fixed shapes make each prompt's result independent of how prompts were
+            # split into calls, chunks and groups (its place inside a group does not change it).
+            real = len(rows)
+            rows = np.concatenate([rows, np.repeat(rows[-1:], self.group - real)])
             index = torch.as_tensor(rows, device=sparse.device)
             if image is None:
                 ctx = context.gather(torch.as_tensor(image_index[rows], device=sparse.device))
             else:
                 ctx = context.image(image)
-            iou[index] = self._decode_group(ctx, sparse[index], hints, logits, rows).to(iou.dtype)
+            iou[index] = self._decode_group(ctx, sparse[index], hints, logits, rows, real).to(iou.dtype)
         return logits, iou
 
     def _groups(self, image_index: np.ndarray) -> list[tuple[np.ndarray, int | None]]:
@@ -233,11 +242,18 @@ class FastMaskDecoder:
         return groups
 
     def _decode_group(
-        self, ctx: ImageContext, sparse: torch.Tensor, hints: DecodeHints, logits: torch.Tensor, rows: np.ndarray
+        self,
+        ctx: ImageContext,
+        sparse: torch.Tensor,
+        hints: DecodeHints,
+        logits: torch.Tensor,
+        rows: np.ndarray,
+        real: int,
     ) -> torch.Tensor:
         """Decodes prompts ``rows`` into ``logits[rows]`` (left zero where skipped); returns IoU [p,4].
 
-        ``ctx`` is their one image's (B = 1) or one per prompt (B = p)."""
+        ``ctx`` is their one image's (B = 1) or one per prompt (B = p). Rows from ``real`` on repeat the last real
+        one (padding): their masks are not upscaled."""
         p = len(sparse)
         pe_tokens = torch.cat([self.output_tokens.unsqueeze(0).expand(p, -1, -1), sparse], dim=1)  # [p,T,256]
         # Only the IoU token and the wanted mask tokens are read after the final attention, where tokens are
@@ -245,18 +261,18 @@ class FastMaskDecoder:
         needed = [0, *(1 + token for token in hints.mask_tokens)]
         queries, first_conv = self._transformer(ctx, pe_tokens, needed)  # queries [p,len(needed),256]
         iou = self.decoder.iou_prediction_head(queries[:, 0])  # [p,4]
-        wanted = np.ones(p, dtype=bool)
+        wanted = np.arange(p) < real
         if hints.min_iou is not None:
-            wanted = (iou[:, list(hints.mask_tokens)].amax(dim=1) > hints.min_iou).cpu().numpy()
+            wanted &= (iou[:, list(hints.mask_tokens)].amax(dim=1) > hints.min_iou).cpu().numpy()
         if not wanted.any():
             return iou
         keep = torch.as_tensor(np.flatnonzero(wanted), device=iou.device)
         hw = (LOW_RES, LOW_RES) if hints.low_res_hw is None else np.max(hints.low_res_hw[rows[wanted]], axis=0)
         gy, gx = (min(64, math.ceil(int(v) / UPSCALE)) for v in hw)
         mlps = self.decoder.output_hypernetworks_mlps
-        hyper = torch.stack(
-            [mlps[token](queries[keep, 1 + i]) for i, token in enumerate(hints.mask_tokens)], dim=1
-        )  # [r,m,32]
+        # On all p rows, then the kept ones: matmuls of a few rows round differently for other row counts.
+        hyper = torch.stack([mlps[token](queries[:, 1 + i]) for i, token in enumerate(hints.mask_tokens)], dim=1)
+        hyper = hyper[keep]  # [r,m,32]
         masks = self._upscale(first_conv(keep, gy, gx), hyper.to(self.dtype), gy, gx)  # [r,m,gy,2,2,gx,2,2]
         # Low-res Y = 4y + 2i + i2 (and X alike): a view of the output window takes the blocks in one write.
         window = logits[:, :, : gy * UPSCALE, : gx * UPSCALE].unflatten(2, (gy, 2, 2)).unflatten(5, (gx, 2, 2))

@@ -27,11 +27,14 @@ CPU_ENCODER_BATCH = 1
 # Prompts per fast-decoder group (see TorchSam.__init__).
 CPU_DECODER_GROUP = 8
 GPU_DECODER_GROUP = 64
-# On a CPU, calls with at least this many prompts per image take the factored decoder, in groups of
-# FACTORED_DECODER_GROUP. L0, bf16, 2 cores, 4 images: 10 box prompts per image 0.29 s (fast) vs 0.36 s (factored),
-# 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none upscaled, 0.78 vs 0.59 s.
-FACTORED_MIN_PROMPTS_PER_IMAGE = 48
+# On a CPU, dense prompts (grids, proposals: DecodeHints.dense) take the factored decoder, in groups of
+# FACTORED_DECODER_GROUP; box prompts the fast decoder. L0, bf16, 2 cores, 4 images: 10 box prompts per image 0.29 s
+# (fast) vs 0.36 s (factored), 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none
+# upscaled, 0.78 vs 0.59 s.
 FACTORED_DECODER_GROUP = 32
+# Prompts embedded per call of the prompt encoder. Matrix kernels round differently for different row counts, so
+# every call has exactly this many (the last padded): a prompt's result does not depend on its call's size.
+SPARSE_BLOCK = 64
 # Prompts whose bf16 IoU lies this close to the caller's threshold are decoded again in fp32. On the demo model's
 # gate prompts bf16 (encoder and decoder) moved predicted IoUs by 0.016 at most, mostly by far less; its 16×16 grid
 # re-decodes ~2% of its prompts at this margin (+9% decode time) and keeps fp32's masks (11 of 12 without).
@@ -198,10 +201,18 @@ class TorchSam:
         ious[index] = iou.float()
 
     def _sparse(self, prompts: PromptBatch) -> torch.Tensor:
-        """The prompts' sparse token embeddings [P,T,256]."""
-        coords = torch.as_tensor(prompts.coords, device=self.device)
-        labels = torch.as_tensor(prompts.labels, device=self.device)
-        return embed_prompt_tokens(self.model.prompt_encoder, coords, labels)
+        """The prompts' sparse token embeddings [P,T,256], computed in blocks of ``SPARSE_BLOCK`` prompts (the last
+        padded) so that a prompt's tokens do not depend on how many prompts share the call."""
+        p = len(prompts.coords)
+        padded = -(-p // SPARSE_BLOCK) * SPARSE_BLOCK
+        rows = np.minimum(np.arange(padded), p - 1)
+        coords = torch.as_tensor(prompts.coords[rows], device=self.device)
+        labels = torch.as_tensor(prompts.labels[rows], device=self.device)
+        blocks = [
+            embed_prompt_tokens(self.model.prompt_encoder, coords[i : i + SPARSE_BLOCK], labels[i : i + SPARSE_BLOCK])
+            for i in range(0, padded, SPARSE_BLOCK)
+        ]
+        return torch.cat(blocks)[:p]
 
     def _decode_chunk(
         self, embeddings: torch.Tensor, prompts: PromptBatch, hints: DecodeHints | None
@@ -209,8 +220,7 @@ class TorchSam:
         pe = self.model.prompt_encoder
         sparse = self._sparse(prompts)
         if self.fast is not None and prompts.mask_input is None:
-            images = len(np.unique(prompts.image_index))
-            factored = self.factored is not None and len(prompts) >= FACTORED_MIN_PROMPTS_PER_IMAGE * images
+            factored = self.factored is not None and hints is not None and hints.dense
             decoder = self.factored if factored else self.fast
             return decoder(self._image_context(embeddings, factored), prompts.image_index, sparse, hints)
         index = torch.as_tensor(prompts.image_index, device=self.device)

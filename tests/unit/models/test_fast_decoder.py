@@ -12,7 +12,7 @@ from pipeline.models.factored_decoder import FactoredContext, FactoredMaskDecode
 from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder
 from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.prompts import make_prompts
-from pipeline.runtime.torch_backend import FACTORED_MIN_PROMPTS_PER_IMAGE, TorchSam
+from pipeline.runtime.torch_backend import TorchSam
 from tests.fixtures import fixture_model
 
 
@@ -113,16 +113,16 @@ def test_torch_runtime_uses_it_and_keeps_mask_inputs_on_the_reference_path() -> 
 
 
 @torch.inference_mode()
-def test_torch_runtime_takes_the_factored_decoder_for_many_prompts_per_image() -> None:
+def test_torch_runtime_takes_the_factored_decoder_for_dense_prompts() -> None:
     model = fixture_model("l")
-    embeddings, (few, _) = _inputs(4, images=2, points=20, boxes=1)
-    _, (many, _) = _inputs(4, images=2, points=2 * FACTORED_MIN_PROMPTS_PER_IMAGE, boxes=1)
+    embeddings, (many, _) = _inputs(4, images=2, points=96, boxes=1)
     runtime, fast_only = TorchSam(model, decoder_chunk=256), TorchSam(model, decoder_chunk=256)
     fast_only.factored = None  # the fast decoder equals SAM's (tests above)
-    runtime.decode(embeddings, few)
-    assert not isinstance(runtime._context[1], FactoredContext)  # 10 prompts per image: the fast decoder
     hints = DecodeHints(low_res_hw=np.full((len(many), 2), 16))  # a small window: cheap upscaling
-    for a, b in zip(runtime.decode(embeddings, many, hints), fast_only.decode(embeddings, many, hints), strict=True):
+    runtime.decode(embeddings, many, hints)
+    assert not isinstance(runtime._context[1], FactoredContext)  # however many, boxes and points: the fast decoder
+    dense = DecodeHints(low_res_hw=hints.low_res_hw, dense=True)  # grids and proposals
+    for a, b in zip(runtime.decode(embeddings, many, dense), fast_only.decode(embeddings, many, dense), strict=True):
         assert _rel(a, b) <= 1e-5
     assert isinstance(runtime._context[1], FactoredContext)
 
