@@ -176,7 +176,7 @@ class DecodeConfig:
     max_pixels: int = 100_000_000
     """Images whose declared width×height exceeds this are recorded as too_large without being decoded."""
     batch_size: int = 16
-    """Images per read/decode task."""
+    """Images per read/decode task (at most ``output.images_per_part``)."""
     num_cpus: float = 1.0
     """CPUs reserved per decode task."""
 
@@ -255,7 +255,9 @@ class OutputConfig:
     run_id: str | None = None
     """Run id stored in every row; default: a hash of the labeling settings (model, weights, prompts, thresholds)."""
     images_per_part: int = 256
-    """Images per part file written by one write task: the unit of resume after a crash."""
+    """Images per part file written by one write task: the unit of resume after a crash. Parts reach the output
+    while the run goes on; a crash loses the images of the tasks in flight and of the part being gathered (about
+    two parts)."""
     report: bool = True
     """Write report/ at commit: an HTML review page (counts, histograms, image lists, overlays of a sample)."""
     report_sample: int = 12

@@ -58,14 +58,16 @@ def detect_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentReso
 def build_label_dataset(
     cfg: LabelConfig, inputs: pa.Table, *, run_id: str, categories: list[dict], resources: SegmentResources
 ) -> Dataset:
-    rows_per_block = max(cfg.decode.batch_size, 1)
+    # A segment task's output reaches the sink when the task ends: blocks of at most one part keep the images
+    # a crash loses to the tasks in flight and one part being gathered.
+    rows_per_block = max(1, min(cfg.decode.batch_size, cfg.output.images_per_part))
     blocks = [inputs.slice(i, rows_per_block) for i in range(0, inputs.num_rows, rows_per_block)]
     ds = ray.data.from_arrow(blocks)
     # CPU tasks: fetch bytes, then decode and resize to the encoder input (fused by Ray into one task).
     ds = ds.map_batches(
         read_images,
         fn_kwargs={"storage": cfg.storage, "max_file_bytes": cfg.decode.max_file_bytes},
-        batch_size=cfg.decode.batch_size,
+        batch_size=rows_per_block,
         num_cpus=cfg.decode.num_cpus,
     )
     long_side = model_card(cfg.model.name).encoder_input_size
@@ -80,7 +82,7 @@ def build_label_dataset(
             "keep_original": keep_original,
             "detect_side": detect_side,
         },
-        batch_size=cfg.decode.batch_size,
+        batch_size=rows_per_block,
         num_cpus=cfg.decode.num_cpus,
     )
     if cfg.prompts.mode == "yolo":

@@ -32,7 +32,9 @@ def run_and_commit(cfg: LabelConfig, plan: InputPlan, todo: pa.Table, info: dict
     label_start = time.time()
     if todo.num_rows:
         ds = build_label_dataset(cfg, todo, run_id=info["run_id"], categories=plan.categories, resources=resources)
-        ds.write_datasink(sink)
+        # A fraction of a CPU, as the records stage it fuses with: with a whole one, Ray Data holds the writes
+        # back on a small machine (the segment actor and decode tasks take every CPU) until the stream drains.
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
     label_seconds = time.time() - label_start
     commit_start = time.time()
     done_now = int(sink.totals.get("images", 0))

@@ -1,57 +1,80 @@
 """Crash and resume, and submission through the Ray Jobs API.
 
-A driver killed (SIGKILL) after it wrote some parts is rerun with the same command: the result equals an
-uninterrupted run's exactly (same annotation rows, byte-identical coco.json, every image once). The same job
+A run on the embedded default (its own local Ray, 2 CPUs) writes parts while it goes on; killed (SIGKILL, with the
+Ray it started) after some parts, it is rerun with the same command, labels only the rest, and the result equals
+an uninterrupted run's exactly (same annotation rows, byte-identical coco.json, every image once). The same job
 submitted through ``JobSubmissionClient`` with the repository as working_dir succeeds and writes the outputs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from jobs.label import main
-from tests.e2e.conftest import DATA, REPO, read_dataset
+from tests.e2e.conftest import DATA, FAST_GRID, REPO, read_dataset
 from tests.e2e.conftest import SMALL_RUN as SETTINGS
 from tests.images import write_good_images
 
 
-def _wait_for_parts(out: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+def _parts(out: Path) -> int:
+    return len(list((out / "images").glob("*.parquet"))) if (out / "images").exists() else 0
+
+
+def _wait_for_parts(out: Path, proc: subprocess.Popen, count: int, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if list((out / "images").glob("*.parquet")) if (out / "images").exists() else []:
+        if _parts(out) >= count:
             return
         if proc.poll() is not None:
-            raise AssertionError(f"the driver exited ({proc.returncode}) before writing a part")
+            raise AssertionError(f"the driver exited ({proc.returncode}) with {_parts(out)} of {count} parts written")
         time.sleep(0.05)
-    raise AssertionError("no part was written in time")
+    raise AssertionError(f"{_parts(out)} of {count} parts written in time")
 
 
-def test_killed_driver_is_resumed_to_the_uninterrupted_result(ray_cluster, tmp_path):
+def test_killed_run_on_the_embedded_default_keeps_its_parts_and_resumes_to_the_uninterrupted_result(
+    ray_cluster, tmp_path
+):
+    # 16 images in parts of 2: the killed run, on its own local Ray with 2 CPUs and no GPU (a laptop, a CI box),
+    # must write parts while it goes on. Killed when its first part appears, it must have most images still to do
+    # (a run that writes every part at the end has them all labeled by then, and writes the rest at once).
     folder = tmp_path / "in"
-    write_good_images(folder, 8, seed=3)
-    args = ["--input", str(folder), *SETTINGS, "--set", f"ray.address={ray_cluster}"]
+    write_good_images(folder, 16, seed=3)
+    args = ["--input", str(folder), "--model", "mini-l", *FAST_GRID, "--set", "output.images_per_part=2"]
     reference = tmp_path / "reference"
-    assert main([*args, "--output", str(reference)]) == 0
+    assert main([*args, "--set", f"ray.address={ray_cluster}", "--output", str(reference)]) == 0
 
     out = tmp_path / "out"
+    embedded = [*args, "--set", "ray.num_cpus=2", "--set", "ray.num_gpus=0", "--output", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.label", *args, "--output", str(out)],
+        [sys.executable, "-m", "jobs.label", *embedded],
         cwd=REPO,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the driver and the Ray it started die together
     )
     try:
-        _wait_for_parts(out, proc)
+        _wait_for_parts(out, proc, count=1)
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not (out / "_SUCCESS").exists(), "the driver finished before it could be killed"
-    partial = len(list((out / "images").glob("*.parquet")))
-    assert main([*args, "--output", str(out)]) == 0
-    assert len(list((out / "images").glob("*.parquet"))) >= partial
+    assert not (out / "_SUCCESS").exists(), "the run finished before it could be killed"
+    time.sleep(1)  # let the killed processes go
+    done = len(read_dataset(out / "images", ["image_id"]))
+    # The part seen, the tasks in flight, the part being gathered.
+    assert 2 <= done <= 8, f"{done} of 16 images were done when the first part appeared"
+
+    summary = tmp_path / "summary.json"
+    rerun = [*args, "--set", f"ray.address={ray_cluster}", "--output", str(out), "--summary-json", str(summary)]
+    assert main(rerun) == 0
+    assert json.loads(summary.read_text())["attempt_images"] == 16 - done  # only the rest is labeled again
 
     keys = ["image_id", "annotation_id"]
     assert read_dataset(out / "annotations", keys) == read_dataset(reference / "annotations", keys)
