@@ -209,6 +209,9 @@ class GridConfig:
     """Remove islands and holes smaller than this many pixels (0 = off)."""
     max_mask_area_frac: float = 0.95
     """Drop masks covering more than this fraction of the image (SA-1B drops near-full-image masks)."""
+    exact: bool = False
+    """true: the reference generator's output: stability, boxes and box NMS on every candidate upsampled to full
+    resolution (slower); false: scored and de-duplicated on the 256×256 logits, only survivors upsampled."""
 
 
 @dataclass(frozen=True)

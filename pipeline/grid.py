@@ -15,9 +15,11 @@ Semantics are those of ``SamAutomaticMaskGenerator.generate`` with the same para
    thresholded, optionally cleaned of small regions (then NMS again), RLE-encoded, boxed and measured.
 
 Results are sorted by predicted IoU, descending, then by prompt order (view, point, token); the algorithm does not
-depend on how images are batched (only the backend's float rounding does, ~1e-6 on CPU). Stability scores are
+depend on how images are batched, and on CPU neither do the results (bit-exact in fp32). Stability scores are
 computed on the low-res logits; ``max_mask_area_frac`` is estimated there before NMS (so near-full masks suppress
-nothing) and checked exactly on the final masks.
+nothing) and checked exactly on the final masks. With ``cfg.exact`` every candidate above the IoU threshold is
+upsampled instead, and stability, boxes, the crop-edge test and NMS use the full-resolution masks, as upstream:
+the reference generator's output, at its cost.
 """
 
 from __future__ import annotations

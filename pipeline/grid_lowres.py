@@ -18,10 +18,12 @@ from torchvision.ops import batched_nms
 
 from pipeline.config import GridConfig
 from pipeline.geometry import PROMPT_FRAME, preprocess_shape
-from pipeline.masks import MASK_THRESHOLD, masks_to_boxes_xyxy, stability_score
+from pipeline.masks import MASK_THRESHOLD, masks_to_boxes_xyxy, stability_score, upscale_logits
 
 LOW_RES = 256
 LOW_RES_STRIDE = PROMPT_FRAME // LOW_RES
+# Full-resolution logits held at once in exact mode (256 MB of float32).
+FULL_RES_PIXELS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ def filter_low_res(
     Returns:
         The masks with predicted IoU > ``pred_iou_thresh``, stability >= ``stability_score_thresh`` (each test
         skipped when its threshold is <= 0, as upstream), covering at most ``max_mask_area_frac`` of the image,
-        and not near an inner crop edge.
+        and not near an inner crop edge. With ``cfg.exact``, stability and boxes come from the logits upsampled
+        to the view's resolution, as upstream (:func:`_filter_full_res`).
     """
     x0, y0, x1, y1 = crop_box
     flat_logits = logits.flatten(0, 1)  # [3n,256,256]
@@ -132,6 +135,11 @@ def filter_low_res(
     rows = torch.arange(len(flat_iou), device=flat_iou.device)
     if cfg.pred_iou_thresh > 0.0:
         rows = rows[flat_iou > cfg.pred_iou_thresh]
+    if cfg.exact:
+        rows, stability, boxes = _filter_full_res(flat_logits, rows, crop_box, image_hw, cfg)
+        keys = first_key + rows.cpu().numpy().astype(np.int64)
+        offset = boxes.new_tensor([x0, y0, x0, y0])
+        return Candidates(flat_logits[rows], flat_iou[rows], stability, boxes + offset, keys, np.full(len(keys), view))
     vh, vw = valid_low_res_hw((y1 - y0, x1 - x0))
     valid = flat_logits[rows, :vh, :vw]  # [M,vh,vw]
     stability = stability_score(valid, cfg.stability_score_offset, MASK_THRESHOLD)
@@ -148,6 +156,39 @@ def filter_low_res(
     keys = first_key + rows.cpu().numpy().astype(np.int64)
     offset = boxes.new_tensor([x0, y0, x0, y0])
     return Candidates(flat_logits[rows], flat_iou[rows], stability, boxes + offset, keys, np.full(len(keys), view))
+
+
+def _filter_full_res(
+    flat_logits: torch.Tensor,
+    rows: torch.Tensor,
+    crop_box: tuple[int, int, int, int],
+    image_hw: tuple[int, int],
+    cfg: GridConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Upstream's filters on the logits ``rows`` of ``flat_logits`` upsampled to the view's size, a bounded number at
+    a time: the kept rows, their stability scores and their boxes (XYXY view pixels, from the full masks).
+
+    Like upstream, nothing is estimated before NMS: ``max_mask_area_frac`` is only checked on the final masks."""
+    x0, y0, x1, y1 = crop_box
+    view_hw = (y1 - y0, x1 - x0)
+    step = max(1, FULL_RES_PIXELS // (view_hw[0] * view_hw[1]))
+    kept, stabilities, all_boxes = [], [], []
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        full = upscale_logits(flat_logits[part], view_hw)  # [m,h,w]
+        stability = stability_score(full, cfg.stability_score_offset, MASK_THRESHOLD)
+        keep = torch.ones_like(stability, dtype=torch.bool)
+        if cfg.stability_score_thresh > 0.0:
+            keep &= stability >= cfg.stability_score_thresh
+        boxes = masks_to_boxes_xyxy(full[keep] > MASK_THRESHOLD).float()
+        near_edge = is_box_near_crop_edge(boxes, list(crop_box), [0, 0, image_hw[1], image_hw[0]])
+        kept.append(part[keep][~near_edge])
+        stabilities.append(stability[keep][~near_edge])
+        all_boxes.append(boxes[~near_edge])
+    if not kept:
+        empty = flat_logits.new_zeros((0,))
+        return rows[:0], empty, flat_logits.new_zeros((0, 4))
+    return torch.cat(kept), torch.cat(stabilities), torch.cat(all_boxes)
 
 
 def stable_order(*keys: np.ndarray) -> np.ndarray:
