@@ -35,7 +35,7 @@ def box_agreement(ours: list[list[dict | None]], reference: list[list[dict]]) ->
 def grid_agreement(ours: list[list[dict]], reference: list[list[dict]]) -> dict:
     """Reference masks that have one of our masks (same image) at mask IoU >= 0.9, and the mask counts.
 
-    The issue's gate: at least 95% of the reference's masks matched (``fraction_matched``).
+    The agreement bar: at least 95% of the reference's masks matched (``fraction_matched``).
     """
     best: list[float] = []
     for our_masks, ref_masks in zip(ours, reference, strict=True):

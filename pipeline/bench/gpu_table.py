@@ -1,4 +1,4 @@
-"""The GPU table of the issue: per model and precision, encoder-only images/s and images/s of the segment stage
+"""The GPU table: per model and precision, encoder-only images/s and images/s of the segment stage
 with box prompts (encoder → box prompts → mask decoder → upsampling → RLE, i.e. the labeling actor's work on
 decoded images), the ratio of the two, GPU utilisation and the accuracy gate against fp32 on the same weights.
 
