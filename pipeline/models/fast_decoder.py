@@ -211,11 +211,13 @@ class FastMaskDecoder:
         logits = sparse.new_zeros((p, 4, LOW_RES, LOW_RES), dtype=torch.float32)
         iou = sparse.new_zeros((p, 4), dtype=torch.float32)
         for rows, image in self._groups(np.asarray(image_index)):
-            # Every group has exactly ``group`` prompts (the last one repeated): matrix kernels round differently
-            # for other row counts, and fixed shapes make each prompt's result independent of how prompts were
-            # split into calls, chunks and groups (its place inside a group does not change it).
+            # On CPU every group has exactly ``group`` prompts (the last one repeated): matrix kernels round
+            # differently for other row counts, and fixed shapes make each prompt's result independent of how
+            # prompts were split into calls, chunks and groups (its place inside a group does not change it).
+            # GPUs promise no bit-identity across shapes anyway, so they are not padded.
             real = len(rows)
-            rows = np.concatenate([rows, np.repeat(rows[-1:], self.group - real)])
+            if sparse.device.type == "cpu":
+                rows = np.concatenate([rows, np.repeat(rows[-1:], self.group - real)])
             index = torch.as_tensor(rows, device=sparse.device)
             if image is None:
                 ctx = context.gather(torch.as_tensor(image_index[rows], device=sparse.device))

@@ -201,16 +201,19 @@ class TorchSam:
         ious[index] = iou.float()
 
     def _sparse(self, prompts: PromptBatch) -> torch.Tensor:
-        """The prompts' sparse token embeddings [P,T,256], computed in blocks of ``SPARSE_BLOCK`` prompts (the last
-        padded) so that a prompt's tokens do not depend on how many prompts share the call."""
-        p = len(prompts.coords)
-        padded = -(-p // SPARSE_BLOCK) * SPARSE_BLOCK
-        rows = np.minimum(np.arange(padded), p - 1)
-        coords = torch.as_tensor(prompts.coords[rows], device=self.device)
-        labels = torch.as_tensor(prompts.labels[rows], device=self.device)
+        """The prompts' sparse token embeddings [P,T,256]; on CPU computed in blocks of ``SPARSE_BLOCK`` prompts (the
+        last padded) so that a prompt's tokens do not depend on how many prompts share the call."""
+        encoder = self.model.prompt_encoder
+        coords = torch.as_tensor(prompts.coords, device=self.device)
+        labels = torch.as_tensor(prompts.labels, device=self.device)
+        p = len(coords)
+        if self.device.type != "cpu" or p == 0:  # see FastMaskDecoder.__call__: only CPUs are padded
+            return embed_prompt_tokens(encoder, coords, labels)
+        rows = torch.arange(-(-p // SPARSE_BLOCK) * SPARSE_BLOCK).clamp(max=p - 1)
+        coords, labels = coords[rows], labels[rows]
         blocks = [
-            embed_prompt_tokens(self.model.prompt_encoder, coords[i : i + SPARSE_BLOCK], labels[i : i + SPARSE_BLOCK])
-            for i in range(0, padded, SPARSE_BLOCK)
+            embed_prompt_tokens(encoder, coords[i : i + SPARSE_BLOCK], labels[i : i + SPARSE_BLOCK])
+            for i in range(0, len(rows), SPARSE_BLOCK)
         ]
         return torch.cat(blocks)[:p]
 
