@@ -85,7 +85,8 @@ def _cocoeval(gt_file: Path, results: list[dict], max_dets: list[int] | None = N
     return evaluator
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+# mini-l's run takes about a minute: in the slow set that .ci/run runs after the default one.
+@pytest.mark.parametrize("model", [pytest.param("mini-l", marks=pytest.mark.slow), "demo-shapes"])
 def test_box_and_detector_protocols_equal_pycocotools_on_the_written_outputs(
     model, ray_cluster, shapes, weights, tmp_path
 ):
@@ -144,6 +145,7 @@ def test_box_and_detector_protocols_equal_pycocotools_on_the_written_outputs(
     assert by_model["detector"]["AP"] == pytest.approx(_cocoeval(gt_file, rescored).stats[0], abs=5e-3)
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_segment_everything_ar_equals_class_agnostic_cocoeval(ray_cluster, shapes, weights, tmp_path):
     gt_file, images = shapes / "val.json", shapes / "val"
     run = tmp_path / "grid-run"

@@ -60,6 +60,7 @@ def _kill_segment_actor_after_first_part(out: Path, killed: list) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_killed_segment_actor_is_restarted_and_the_output_is_complete(ray_cluster, tmp_path):
     from ray.util.state import get_actor
 
@@ -79,6 +80,7 @@ def test_killed_segment_actor_is_restarted_and_the_output_is_complete(ray_cluste
     _assert_each_image_once(out, [p.name for p in folder.iterdir()])
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_transient_s3_errors_are_retried_without_loss(ray_cluster, s3_endpoint, s3_bucket, tmp_path, capsys):
     """Also: credentials in the endpoint URL (MinIO style) are used, and appear in no output and no log line."""
     client = boto3.client("s3", endpoint_url=s3_endpoint)

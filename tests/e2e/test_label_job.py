@@ -89,6 +89,7 @@ def test_grid_run_writes_the_documented_layout(grid_run):
     assert not any(name.startswith("seconds_") for name in rows[0])
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_unchanged_rerun_is_a_noop_and_identical_rerun_identical(ray_cluster, grid_run, tmp_path, capsys):
     assert _label(ray_cluster, "--input", str(DATA), "--output", str(grid_run), "--model", "mini-l", *FAST_GRID) == 0
     assert "nothing to do" in capsys.readouterr().out

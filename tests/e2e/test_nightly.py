@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import pytest
 
 from jobs.label import main as label_main
 from jobs.nightly import main as nightly_main
@@ -79,6 +80,7 @@ def _assert_same_rows(ours: list[dict], reference: list[dict]) -> None:
         assert all(abs(a[k] - b[k]) <= 1e-6 for k in SCORES if k in a), (a["image_id"], a["annotation_id"])
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_three_nights_label_every_image_once_and_equal_one_full_run(ray_cluster, tmp_path, capsys):
     folder, root = tmp_path / "bucket", tmp_path / "labels"
     write_good_images(folder / "night1", 3, seed=11)
@@ -121,6 +123,7 @@ def test_three_nights_label_every_image_once_and_equal_one_full_run(ray_cluster,
     assert sorted(set(table["run"].to_pylist())) == runs and table.num_rows == len(_rows(full / "annotations"))
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_changed_settings_need_relabel_and_get_their_own_view(ray_cluster, tmp_path, capsys):
     root = tmp_path / "labels"
     assert _night(ray_cluster, DATA, root) == 0

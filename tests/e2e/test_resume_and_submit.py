@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from jobs.label import main
 from tests.e2e.conftest import DATA, FAST_GRID, REPO, read_dataset
 from tests.e2e.conftest import SMALL_RUN as SETTINGS
@@ -83,6 +85,7 @@ def test_killed_run_on_the_embedded_default_keeps_its_parts_and_resumes_to_the_u
     assert images == sorted({p.name for p in folder.iterdir()})
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_submit_through_the_ray_jobs_api(ray_context, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from jobs.train_autoppn import main
 from pipeline.autoppn.checkpoint import load_head
 from pipeline.config import StorageConfig
@@ -30,6 +32,7 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.slow  # about two minutes on 2 cores: in the slow set that .ci/run runs after the default one
 def test_head_learns_shape_centres_to_recall_0_9(ray_cluster, tmp_path):
     train = write_shapes_dataset(tmp_path / "train", 48, seed=1, ellipses=False)
     val = write_shapes_dataset(tmp_path / "val", 16, seed=2, ellipses=False)

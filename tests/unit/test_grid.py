@@ -217,7 +217,12 @@ SMOOTH_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(SMOOTH_CASES))
+# With crops and cleanup it takes ~30 s: in the slow set that .ci/run runs after the default one.
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param("crops+cleanup", marks=pytest.mark.slow), "whole-image"],
+    ids=["crops+cleanup", "whole-image"],
+)
 def test_matches_reference_generator_on_smooth_masks(case: str) -> None:
     cfg = replace(SMOOTH_CASES[case], max_mask_area_frac=1.0)
     runtime = ColourRegionSam()

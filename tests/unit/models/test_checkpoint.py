@@ -97,6 +97,7 @@ def test_l0_wrapped_state_dict_from_s3(
     assert _same(model.state_dict(), expected)
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_xl0_state_dict_from_a_local_path_and_from_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
     expected = create_model("efficientvit-sam-xl0", seed=2).state_dict()
     path = tmp_path / "efficientvit_sam_xl0.pt"

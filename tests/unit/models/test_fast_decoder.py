@@ -13,7 +13,7 @@ from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder
 from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.prompts import make_prompts
 from pipeline.runtime.torch_backend import TorchSam
-from tests.fixtures import fixture_model
+from tests.fixtures import fixture_model, needs_bf16
 
 
 @pytest.fixture(scope="module", params=["mini-l", "mini-xl", "l0-random"])
@@ -149,6 +149,7 @@ def test_bad_group_size_is_refused() -> None:
         FastMaskDecoder(model.mask_decoder, pe.get_dense_pe(), pe.no_mask_embed.weight, group=0)
 
 
+@needs_bf16
 @torch.inference_mode()
 @pytest.mark.parametrize("kind", ["groups-per-image", "factored"])
 def test_bf16_transformer_agrees_with_fp32_and_leaves_the_model_fp32(model, kind: str) -> None:

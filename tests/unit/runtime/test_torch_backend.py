@@ -9,7 +9,7 @@ import torch
 from pipeline.models.fast_decoder import DecodeHints
 from pipeline.prompts import make_prompts
 from pipeline.runtime.torch_backend import BORDERLINE_IOU, TorchSam
-from tests.fixtures import fixture_model
+from tests.fixtures import fixture_model, needs_bf16
 
 TOKENS = (1, 2, 3)
 
@@ -23,6 +23,7 @@ def _grid_like(images: int, per_image: int, seed: int):
 
 
 @torch.inference_mode()
+@needs_bf16
 def test_prompts_near_the_threshold_are_decoded_in_fp32() -> None:
     model = fixture_model("l")
     fp32, bf16 = TorchSam(model), TorchSam(model, decoder_precision="bf16")
@@ -47,6 +48,7 @@ def test_prompts_near_the_threshold_are_decoded_in_fp32() -> None:
 
 
 @torch.inference_mode()
+@needs_bf16
 def test_no_threshold_or_an_fp32_decoder_leaves_the_results_alone() -> None:
     model = fixture_model("l")
     embeddings, prompts = _grid_like(images=1, per_image=16, seed=1)
