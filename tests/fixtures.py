@@ -69,3 +69,15 @@ def decoded_batch(images: list[np.ndarray], image_ids: list[str], long_side: int
         col.ERROR_TYPE: np.array([None] * n, dtype=object),
         col.ERROR_MESSAGE: np.array([None] * n, dtype=object),
     }
+
+
+def write_random_autoppn_head(path: Path) -> Path:
+    """A seeded random AutoPPN head (16 channels, stride 16) whose point logits peak above the threshold, saved to
+    ``path``; returns the path."""
+    from pipeline.autoppn.checkpoint import save_head
+    from pipeline.autoppn.model import AutoPPN, AutoPPNCard
+
+    torch.manual_seed(0)
+    head = AutoPPN(AutoPPNCard(channels=16, out_stride=16))
+    torch.nn.init.constant_(head.point_head[-1].bias, 0.0)
+    return save_head(head, path)

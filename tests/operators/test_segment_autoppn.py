@@ -3,15 +3,12 @@ calls and the masks go through grid mode's filters; prompt modes, top-N and the 
 
 import numpy as np
 import pytest
-import torch
 
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.autoppn.checkpoint import save_head
-from pipeline.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.config import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
 from pipeline.masks import decode_rle
-from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights
+from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights, write_random_autoppn_head
 
 OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0, "max_mask_area_frac": 1.0}
 
@@ -19,10 +16,7 @@ OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh":
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("autoppn")
-    torch.manual_seed(0)
-    head = AutoPPN(AutoPPNCard(channels=16, out_stride=16))
-    torch.nn.init.constant_(head.point_head[-1].bias, 0.0)  # a random head with peaks above the threshold
-    return write_fixture_weights(folder / "sam.pt", "l"), save_head(head, folder / "head.safetensors")
+    return write_fixture_weights(folder / "sam.pt", "l"), write_random_autoppn_head(folder / "head.safetensors")
 
 
 def _segment(files, chunk=7, **kw):

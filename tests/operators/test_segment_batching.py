@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.autoppn.checkpoint import save_head
-from pipeline.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.config import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
-from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights
+from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights, write_random_autoppn_head
 
 # The fixture model's predicted IoUs lie near 0.0-0.2: thresholds that keep some masks and drop others, so that the
 # kept set of each decoder group varies with batching.
@@ -26,10 +23,7 @@ BATCHINGS = [(64, 64, 3), (5, 24, 1), (3, 9, 2)]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("batching")
-    torch.manual_seed(0)
-    head = AutoPPN(AutoPPNCard(channels=16, out_stride=16))
-    torch.nn.init.constant_(head.point_head[-1].bias, 0.0)  # a random head with peaks above the threshold
-    return write_fixture_weights(folder / "sam.pt", "l"), save_head(head, folder / "head.safetensors")
+    return write_fixture_weights(folder / "sam.pt", "l"), write_random_autoppn_head(folder / "head.safetensors")
 
 
 def _batch() -> dict[str, np.ndarray]:
