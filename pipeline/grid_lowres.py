@@ -135,11 +135,23 @@ def filter_low_res(
     rows = torch.arange(len(flat_iou), device=flat_iou.device)
     if cfg.pred_iou_thresh > 0.0:
         rows = rows[flat_iou > cfg.pred_iou_thresh]
-    if cfg.exact:
-        rows, stability, boxes = _filter_full_res(flat_logits, rows, crop_box, image_hw, cfg)
-        keys = first_key + rows.cpu().numpy().astype(np.int64)
-        offset = boxes.new_tensor([x0, y0, x0, y0])
-        return Candidates(flat_logits[rows], flat_iou[rows], stability, boxes + offset, keys, np.full(len(keys), view))
+    select = _filter_full_res if cfg.exact else _filter_on_low_res
+    rows, stability, boxes = select(flat_logits, rows, crop_box, image_hw, cfg)
+    keys = first_key + rows.cpu().numpy().astype(np.int64)
+    offset = boxes.new_tensor([x0, y0, x0, y0])
+    return Candidates(flat_logits[rows], flat_iou[rows], stability, boxes + offset, keys, np.full(len(keys), view))
+
+
+def _filter_on_low_res(
+    flat_logits: torch.Tensor,
+    rows: torch.Tensor,
+    crop_box: tuple[int, int, int, int],
+    image_hw: tuple[int, int],
+    cfg: GridConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The filters on the low-res logits ``rows`` of ``flat_logits`` [3n,256,256]: the kept rows, their stability
+    scores and their boxes (XYXY view pixels, from the low-res masks)."""
+    x0, y0, x1, y1 = crop_box
     vh, vw = valid_low_res_hw((y1 - y0, x1 - x0))
     valid = flat_logits[rows, :vh, :vw]  # [M,vh,vw]
     stability = stability_score(valid, cfg.stability_score_offset, MASK_THRESHOLD)
@@ -152,10 +164,7 @@ def filter_low_res(
     rows, valid, stability = rows[keep], valid[keep], stability[keep]
     boxes = low_res_boxes(valid > MASK_THRESHOLD, (y1 - y0, x1 - x0))
     near_edge = is_box_near_crop_edge(boxes, list(crop_box), [0, 0, image_hw[1], image_hw[0]])
-    rows, stability, boxes = rows[~near_edge], stability[~near_edge], boxes[~near_edge]
-    keys = first_key + rows.cpu().numpy().astype(np.int64)
-    offset = boxes.new_tensor([x0, y0, x0, y0])
-    return Candidates(flat_logits[rows], flat_iou[rows], stability, boxes + offset, keys, np.full(len(keys), view))
+    return rows[~near_edge], stability[~near_edge], boxes[~near_edge]
 
 
 def _filter_full_res(
@@ -185,9 +194,8 @@ def _filter_full_res(
         kept.append(part[keep][~near_edge])
         stabilities.append(stability[keep][~near_edge])
         all_boxes.append(boxes[~near_edge])
-    if not kept:
-        empty = flat_logits.new_zeros((0,))
-        return rows[:0], empty, flat_logits.new_zeros((0, 4))
+    if not kept:  # no rows
+        return rows, flat_logits.new_zeros((0,)), flat_logits.new_zeros((0, 4))
     return torch.cat(kept), torch.cat(stabilities), torch.cat(all_boxes)
 
 
