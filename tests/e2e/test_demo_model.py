@@ -45,6 +45,7 @@ def test_tampered_demo_weights_are_refused(tmp_path):
         load_model(ModelConfig(name="demo-shapes", weights=str(copy), weights_sha256="0" * 64), StorageConfig())
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_evaluation_reproduces_the_committed_box_miou(tmp_path, capsys):
     split = CARD["validation"]["split"]
     write_split(tmp_path, "val", split["num_images"], seed=split["seed"])

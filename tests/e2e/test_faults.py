@@ -158,6 +158,7 @@ def test_read_only_output_is_refused_in_one_line(tmp_path, mount_point, capsys):
     assert "Read-only file system" in _one_line_error(capsys)
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_full_disk_stops_the_run_with_one_line_and_exit_1(ray_cluster, tmp_path, mount_point):
     _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point))
     folder = tmp_path / "in"

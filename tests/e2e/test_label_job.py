@@ -163,6 +163,7 @@ def test_box_prompts_match_the_official_predictor(ray_cluster, tmp_path):
     assert sorted(output.getImgIds()) == [100, 101] and sorted(output.getCatIds()) == [7, 9]
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_hostile_folder_every_image_accounted_for_once(ray_cluster, tmp_path):
     folder = tmp_path / "in"
     corpus = write_hostile_corpus(folder)

@@ -35,6 +35,7 @@ def _hostile_manifest(tmp_path: Path) -> tuple[Path, list[str]]:
     return manifest, entries
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_hostile_names_never_reach_output_names_and_masks_are_capped(ray_cluster, tmp_path, capsys):
     manifest, entries = _hostile_manifest(tmp_path)
     before = {p for p in tmp_path.rglob("*")}

@@ -35,6 +35,7 @@ def _check_outputs(out: Path) -> tuple[list[dict], COCO]:
     return rows, coco
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_yolo_prompts_end_to_end(ray_cluster, tmp_path):
     sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
     yolo = write_random_yolo(tmp_path / "yolov8n-random.pt", tmp_path / "cache")

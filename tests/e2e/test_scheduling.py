@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_nightly import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ def _crontab() -> tuple[dict[str, str], list[str], str]:
     return env, parts[:5], parts[5]
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
 def test_cron_line_runs_a_night(ray_cluster, tmp_path):
     env, schedule, command = _crontab()
     assert all(CRON_FIELD.match(f) for f in schedule) and set(env) >= {"SAMLABEL_INPUT", "SAMLABEL_OUTPUT_ROOT"}
