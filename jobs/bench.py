@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from pipeline.bench.benchmark import BenchOptions, run_bench
 from pipeline.bench.report import format_table, format_throughput
-from pipeline.bench.run import BenchOptions, run_bench
-from pipeline.config import ConfigError, LabelConfig
-from pipeline.config_loading import load_config
+from pipeline.config.loading import load_config
+from pipeline.config.sections import ConfigError, LabelConfig
 
 FLAGS = {
     "model": "model.name",
@@ -86,7 +86,7 @@ def build_config(args: argparse.Namespace) -> LabelConfig:
 def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     import tempfile
 
-    from pipeline.bench.run import _with_weights, resolved_precision
+    from pipeline.bench.benchmark import _with_weights, resolved_precision
     from pipeline.bench.throughput import encoder_throughput
     from pipeline.runtime import load_runtime
 

@@ -4,7 +4,7 @@
         [--set yolo.weights=URI] [--set autoppn.weights=URI] [--set grid.points_per_side=32] [--limit N] [--json FILE]
 
 Runs in this process (no Ray), one image at a time, on CUDA when present else CPU. grid always runs; yolo and
-autoppn run when their weights are set. Prints a table and writes the JSON report (see ``pipeline.compare``).
+autoppn run when their weights are set. Prints a table and writes the JSON report (see ``pipeline.evaluation.compare_prompts``).
 Exit status: 0 done, 2 a bad flag, input or weight file.
 """
 
@@ -18,8 +18,8 @@ import sys
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.config import ConfigError, LabelConfig
-from pipeline.config_loading import load_config
+from pipeline.config.loading import load_config
+from pipeline.config.sections import ConfigError, LabelConfig
 from pipeline.io.listing import list_images
 from pipeline.io.storage import read_bytes
 from pipeline.models.checkpoint import CheckpointError
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, ValueError, OSError) as e:
         print(f"samlabel: error: {e}", file=sys.stderr)
         return 2
-    from pipeline.compare import table
+    from pipeline.evaluation.compare_prompts import table
 
     print(table(report["methods"]))
     if args.json:
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(cfg: LabelConfig, limit: int) -> dict:
-    from pipeline.autoppn.checkpoint import load_head
-    from pipeline.compare import compare_methods
-    from pipeline.detector import Detector
+    from pipeline.evaluation.compare_prompts import compare_methods
+    from pipeline.prompts.autoppn.checkpoint import load_head
+    from pipeline.prompts.yolo import Detector
     from pipeline.runtime import load_runtime
 
     uris = list_images(cfg.input.uri, cfg.storage, cfg.input.extensions, cfg.input.manifest_column)

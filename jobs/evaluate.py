@@ -5,7 +5,7 @@
 
 Protocols (``--protocols box,point,detector,everything``) are those of EfficientViT-SAM and SAM: GT-box mIoU,
 RITM-clicker point mIoU at 1/3/5 clicks, detector-box mask AP, class-agnostic mask AR@10/100/1000 (see
-``pipeline/evaluation/run.py``). Writes the results JSON to ``--output`` (local or s3://) and prints the headline
+``pipeline/evaluation/evaluate.py``). Writes the results JSON to ``--output`` (local or s3://) and prints the headline
 numbers. ``--compare CARD.json`` also prints the box mIoU next to a model card's committed validation number.
 Exit status 0 on success, 1 when ``--compare`` finds a difference above ``--tolerance``, 2 on a bad flag, file or
 request (one line).
@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, ModelConfig, StorageConfig
-from pipeline.evaluation.run import EvalRequest, evaluate, summary_lines
+from pipeline.config.sections import ConfigError, ModelConfig, StorageConfig
+from pipeline.evaluation.evaluate import EvalRequest, evaluate, summary_lines
 from pipeline.io import storage as st
 from pipeline.models import resolve_name
 

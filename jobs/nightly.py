@@ -15,9 +15,9 @@ import logging
 import sys
 import time
 
-from pipeline.cli import add_labeling_arguments, config_from_args, setup_logging
-from pipeline.config import LabelConfig
-from pipeline.job import (
+from pipeline.config.sections import LabelConfig
+from pipeline.labeling.cli import add_labeling_arguments, config_from_args, setup_logging
+from pipeline.labeling.driver import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_LOCKED,

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.report.write import render_image
 
 

@@ -15,9 +15,9 @@ import argparse
 import logging
 import sys
 
-from pipeline.config import ConfigError
-from pipeline.config_loading import load_config
-from pipeline.train.config import TrainJobConfig, validate_train_config
+from pipeline.config.loading import load_config
+from pipeline.config.sections import ConfigError
+from pipeline.train.autoppn.config import TrainJobConfig, validate_train_config
 
 FLAGS = {
     "train": "data.train",
@@ -43,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(TrainJobConfig, args.config, overrides + args.set)
         validate_train_config(cfg)
-        from pipeline.train.run import prepare
+        from pipeline.train.autoppn.training import prepare
 
         train, val, sha = prepare(cfg)
     except (ConfigError, ValueError, OSError) as e:
         print(f"samlabel: error: {e}", file=sys.stderr)
         return 2
-    from pipeline.train.run import run_training
+    from pipeline.train.autoppn.training import run_training
 
     try:
         summary = run_training(cfg, train, val, sha)

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from pipeline.models.checkpoint import CheckpointError
-from pipeline.train.sam_data import CocoMasks
-from pipeline.train.sam_train import TrainConfig, train
+from pipeline.train.sam.data import CocoMasks
+from pipeline.train.sam.training import TrainConfig, train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

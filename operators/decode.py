@@ -42,9 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.config import DecodeConfig
-from pipeline.detector import resize_for_detector
-from pipeline.geometry import resize_longest_side
+from pipeline.config.sections import DecodeConfig
+from pipeline.prompts.yolo import resize_for_detector
 from pipeline.schema import (
     DETECT_H,
     DETECT_W,
@@ -63,6 +62,7 @@ from pipeline.schema import (
     has_error,
     seconds_column,
 )
+from pipeline.segment.geometry import resize_longest_side
 
 STAGE = "decode"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})

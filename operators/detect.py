@@ -1,7 +1,7 @@
 """Detect operator: YOLOv8 boxes as box prompts for the segment operator (``--prompts yolo``).
 
 One actor per GPU (or a CPU actor); the model is loaded once in ``__init__`` through ultralytics (the optional
-``[yolo]`` extra), offline (see :mod:`pipeline.detector`), on the device picked inside the actor.
+``[yolo]`` extra), offline (see :mod:`pipeline.prompts.yolo`), on the device picked inside the actor.
 
 Reads:  image_id · image_detect_rgb / detect_h / detect_w (the image resized for the detector; when empty the
         detector reads image_rgb / input_h / input_w) · image_height · image_width · error_*
@@ -18,9 +18,9 @@ import logging
 import numpy as np
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig, YoloConfig
-from pipeline.detector import Detections, Detector
+from pipeline.config.sections import StorageConfig, YoloConfig
 from pipeline.ids import annotation_id_for
+from pipeline.prompts.yolo import Detections, Detector
 from pipeline.runtime.torch_backend import pick_device
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io.storage import FileTooLargeError, describe_error, read_bytes
 from pipeline.redact import redact
 from pipeline.schema import (

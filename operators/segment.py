@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from pipeline import schema as col
-from pipeline.box_prompts import segment_boxes_in_steps, step_slices
-from pipeline.config import (
+from pipeline.config.sections import (
     AutoPPNConfig,
     BoxesConfig,
     GridConfig,
@@ -35,9 +34,10 @@ from pipeline.config import (
     StorageConfig,
     YoloConfig,
 )
-from pipeline.grid import GridMasks, generate_grid_masks
-from pipeline.masks import ImageMasks
 from pipeline.runtime import allocator, load_runtime
+from pipeline.segment.boxes import segment_boxes_in_steps, step_slices
+from pipeline.segment.grid import GridMasks, generate_grid_masks
+from pipeline.segment.masks import ImageMasks
 from pipeline.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Segment:
             allocator.keep_freed_memory()
         self.head = None
         if mode == "autoppn":
-            from pipeline.autoppn.checkpoint import load_head
+            from pipeline.prompts.autoppn.checkpoint import load_head
 
             if not self.autoppn.weights:
                 raise ValueError("--prompts autoppn needs autoppn.weights")
@@ -139,7 +139,7 @@ class Segment:
         with timer("encode"):
             embeddings = self.runtime.encode(canvases, input_hw)
         if self.mode == "autoppn":
-            from pipeline.autoppn.segment import segment_autoppn
+            from pipeline.prompts.autoppn.segment import segment_autoppn
 
             masks = segment_autoppn(
                 self.runtime, self.head, embeddings, original_hw, self.autoppn, self.decoder_chunk, timer

@@ -1,1 +1,1 @@
-"""samlabel library: models, runtimes, IO and pure helpers; the Ray wiring lives in ``pipeline.graph``."""
+"""samlabel library: models, runtimes, IO and pure helpers; the Ray wiring lives in ``operators.graph``."""

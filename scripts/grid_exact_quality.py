@@ -20,14 +20,14 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from pipeline.config import GridConfig, ModelConfig, StorageConfig
+from pipeline.config.sections import GridConfig, ModelConfig, StorageConfig
 from pipeline.evaluation.coco_metrics import mask_ar
-from pipeline.grid import generate_grid_masks
-from pipeline.predictor import prepare_images
-from pipeline.reference import ReferenceMaskGenerator, generator_kwargs
 from pipeline.runtime import load_model
 from pipeline.runtime.capability import cpu_report
 from pipeline.runtime.torch_backend import TorchSam
+from pipeline.segment.grid import generate_grid_masks
+from pipeline.segment.predictor import prepare_images
+from pipeline.segment.reference import ReferenceMaskGenerator, generator_kwargs
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def write_fixture_weights(path: Path, arch: str) -> Path:
 def decoded_batch(images: list[np.ndarray], image_ids: list[str], long_side: int) -> dict[str, np.ndarray]:
     """What the decode operator hands to the segment operator for these images."""
     from pipeline import schema as col
-    from pipeline.geometry import resize_longest_side
+    from pipeline.segment.geometry import resize_longest_side
 
     resized = [resize_longest_side(image, long_side) for image in images]
     n = len(images)
@@ -74,8 +74,8 @@ def decoded_batch(images: list[np.ndarray], image_ids: list[str], long_side: int
 def write_random_autoppn_head(path: Path) -> Path:
     """A seeded random AutoPPN head (16 channels, stride 16) whose point logits peak above the threshold, saved to
     ``path``; returns the path."""
-    from pipeline.autoppn.checkpoint import save_head
-    from pipeline.autoppn.model import AutoPPN, AutoPPNCard
+    from pipeline.prompts.autoppn.checkpoint import save_head
+    from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
 
     torch.manual_seed(0)
     head = AutoPPN(AutoPPNCard(channels=16, out_stride=16))

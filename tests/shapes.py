@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.masks import encode_rle
+from pipeline.segment.masks import encode_rle
 
 
 def shape_image(

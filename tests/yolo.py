@@ -9,7 +9,7 @@ def write_random_yolo(path: Path, cache_dir: Path) -> Path:
     """Builds yolov8n from its YAML (no download), seeds it, and saves it as ``path`` (.pt)."""
     import torch
 
-    from pipeline.detector import import_ultralytics
+    from pipeline.prompts.yolo import import_ultralytics
 
     ultralytics = import_ultralytics(str(cache_dir))
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.config import IMAGE_EXTENSIONS
+from pipeline.config.sections import IMAGE_EXTENSIONS
 
 
 def photo_like(height: int, width: int, seed: int) -> np.ndarray:

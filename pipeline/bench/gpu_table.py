@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.bench.benchmark import _with_weights
 from pipeline.bench.data import photo_like, random_boxes
-from pipeline.bench.run import _with_weights
 from pipeline.bench.throughput import encoder_throughput, timed_calls
-from pipeline.box_prompts import segment_boxes_in_steps, step_slices
-from pipeline.config import BoxesConfig, LabelConfig
-from pipeline.predictor import prepare_images
+from pipeline.config.sections import BoxesConfig, LabelConfig
 from pipeline.runtime import load_runtime
 from pipeline.runtime.accuracy import accuracy_gate
+from pipeline.segment.boxes import segment_boxes_in_steps, step_slices
+from pipeline.segment.predictor import prepare_images
 
 
 def segment_throughput(runtime, batch: int, boxes_per_image: int, iterations: int, size_hw=(480, 640)) -> dict:

@@ -3,7 +3,7 @@
 Ours runs the labeling job's operators in this process, in batches of ``segment.batch_size`` images (default 4 on
 CPU, 32 on GPU): read → decode → segment (encoder, prompts, mask decoder, filter, RLE) → records → Parquet part,
 each stage timed as the job times it (the ``seconds_*`` columns). The reference runs one image at a time with the
-official predictor's semantics (:mod:`pipeline.reference`): boxes go through ``set_image`` then one ``predict`` per
+official predictor's semantics (:mod:`pipeline.segment.reference`): boxes go through ``set_image`` then one ``predict`` per
 box (multimask, best of 3, as the official box protocol), grids through SAM's automatic mask generator. Both read
 and decode the files themselves and keep every mask as COCO RLE, which is what a labeling run needs.
 """
@@ -26,11 +26,11 @@ from operators.read import read_images
 from operators.records import to_records
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.config import LabelConfig
+from pipeline.config.sections import LabelConfig
 from pipeline.io.run_output import write_part
-from pipeline.masks import encode_rle
 from pipeline.models import EfficientViTSam, model_card
-from pipeline.reference import ReferenceMaskGenerator, ReferencePredictor, generator_kwargs
+from pipeline.segment.masks import encode_rle
+from pipeline.segment.reference import ReferenceMaskGenerator, ReferencePredictor, generator_kwargs
 from pipeline.timing import StageTimer
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipeline.masks import encode_rle
+from pipeline.segment.masks import encode_rle
 
 CATEGORIES = ("ellipse", "rectangle", "triangle", "star")
 IMAGE_SIZES = ((256, 256), (192, 256), (256, 192))  # (h, w)

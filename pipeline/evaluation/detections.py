@@ -13,15 +13,15 @@ from collections import defaultdict
 import numpy as np
 from pycocotools.coco import COCO
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.evaluation.ground_truth import iter_images, load_image
 from pipeline.evaluation.prompted import best_masks, xyxy
-from pipeline.geometry import boxes_to_prompt_frame
 from pipeline.io import storage as st
-from pipeline.masks import encode_rle
-from pipeline.predictor import encode_images
-from pipeline.prompts import make_prompts
 from pipeline.runtime.base import SamRuntime
+from pipeline.segment.geometry import boxes_to_prompt_frame
+from pipeline.segment.masks import encode_rle
+from pipeline.segment.predictor import encode_images
+from pipeline.segment.prompts import make_prompts
 
 
 def read_detections(uri: str, gt: COCO, storage: StorageConfig) -> list[dict]:

@@ -15,11 +15,11 @@ import pyarrow.compute as pc
 from pycocotools.coco import COCO
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.evaluation.ground_truth import area_bucket, bucket_means, evaluated_annotations
 from pipeline.io import storage as st
 from pipeline.io.run_output import ANNOTATIONS, RUN_JSON, SUCCESS, read_table
-from pipeline.masks import decode_rle, mask_iou
+from pipeline.segment.masks import decode_rle, mask_iou
 
 RESULT_COLUMNS = [
     col.IMAGE_ID,

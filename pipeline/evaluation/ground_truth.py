@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pycocotools.coco import COCO
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 
 SMALL_MAX = 32**2

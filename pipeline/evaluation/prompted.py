@@ -15,14 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.evaluation.clicker import Clicker
 from pipeline.evaluation.ground_truth import area_bucket, bucket_means, evaluated_annotations, iter_images, load_image
-from pipeline.geometry import boxes_to_prompt_frame, to_prompt_frame
-from pipeline.masks import MASK_THRESHOLD, best_of, mask_iou, upscale_logits
-from pipeline.predictor import EncodedImages, encode_images, predict
-from pipeline.prompts import make_prompts
 from pipeline.runtime.base import SamRuntime
+from pipeline.segment.geometry import boxes_to_prompt_frame, to_prompt_frame
+from pipeline.segment.masks import MASK_THRESHOLD, best_of, mask_iou, upscale_logits
+from pipeline.segment.predictor import EncodedImages, encode_images, predict
+from pipeline.segment.prompts import make_prompts
 
 
 def best_masks(runtime: SamRuntime, encoded: EncodedImages, prompts, hw_of: np.ndarray) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.ids import coco_image_id_for
 from pipeline.io import storage as st
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema as col
-from pipeline.masks import decode_rle
+from pipeline.segment.masks import decode_rle
 
 
 def build_coco(

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.coco import build_coco
 from pipeline.io.run_output import ANNOTATIONS, COCO_JSON, IMAGES, RUN_JSON, SUCCESS, dedupe_parts, read_table

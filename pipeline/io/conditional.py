@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "409", "412"}

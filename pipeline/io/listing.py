@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.config import IMAGE_EXTENSIONS, StorageConfig
+from pipeline.config.sections import IMAGE_EXTENSIONS, StorageConfig
 from pipeline.io.storage import describe_error, filesystem, list_files, read_bytes, split_uri, uri_scheme
 from pipeline.schema import IMAGE_ID, IMAGE_URI
 

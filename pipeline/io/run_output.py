@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.tables import split_records
 

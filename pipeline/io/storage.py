@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 
 DEFAULT_CACHE_DIR = Path("~/.cache/samlabel")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io.storage import describe_error, fetch, sha256_file
 
 _EXAMPLES = 3

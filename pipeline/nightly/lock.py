@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import conditional as cas
 from pipeline.io import storage as st
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipeline import schema as col
-from pipeline.config import LabelConfig, StorageConfig
-from pipeline.inputs import InputPlan, remaining
+from pipeline.config.sections import LabelConfig, StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.run_output import IMAGES, RUN_JSON, read_table
-from pipeline.job import Labeling, OpenedOutput, label_output, open_output
+from pipeline.labeling.driver import Labeling, OpenedOutput, label_output, open_output
+from pipeline.labeling.inputs import InputPlan, remaining
 from pipeline.nightly.ledger import Ledger, read_ledger, write_ledger
 from pipeline.nightly.lock import OutputLock
 from pipeline.nightly.view import publish_run, view_uri, write_latest

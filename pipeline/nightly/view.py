@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.run_output import ANNOTATIONS, ERRORS, IMAGES
 

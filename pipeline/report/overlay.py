@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from pipeline.masks import decode_rle
+from pipeline.segment.masks import decode_rle
 
 # Saturated, mutually distinct colours; outlines are drawn opaque in exactly these values.
 PALETTE = (

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.run_output import ANNOTATIONS, ERRORS, IMAGES
 

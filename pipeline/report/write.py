@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.run_output import ANNOTATIONS, IMAGES, read_table
 from pipeline.report.html import Overlay, render_page

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import ModelConfig, StorageConfig
+from pipeline.config.sections import ModelConfig, StorageConfig
 from pipeline.models import EfficientViTSam, create_model, model_card
 from pipeline.runtime.base import SamRuntime
 from pipeline.runtime.capability import require_bf16

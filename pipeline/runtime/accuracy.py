@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import ModelConfig, StorageConfig
-from pipeline.geometry import boxes_to_prompt_frame, to_prompt_frame
-from pipeline.grid_lowres import valid_low_res_hw
-from pipeline.masks import best_of
-from pipeline.predictor import encode_images, predict
-from pipeline.prompts import make_prompts
+from pipeline.config.sections import ModelConfig, StorageConfig
 from pipeline.runtime.base import SamRuntime
 from pipeline.runtime.capability import require_bf16
+from pipeline.segment.geometry import boxes_to_prompt_frame, to_prompt_frame
+from pipeline.segment.grid_filters import valid_low_res_hw
+from pipeline.segment.masks import best_of
+from pipeline.segment.predictor import encode_images, predict
+from pipeline.segment.prompts import make_prompts
 
 GATE_MASK_IOU = 0.98
 CELLS = 3

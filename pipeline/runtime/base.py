@@ -1,7 +1,7 @@
 """The runtime protocol: how a model runs (PyTorch, ONNX Runtime, TensorRT), with one set of method names.
 
-Backends take preprocessed uint8 canvases (see :func:`pipeline.geometry.normalize_and_pad`) and prompt batches
-(:class:`pipeline.prompts.PromptBatch`), and return torch tensors so that postprocessing is shared. The embedding
+Backends take preprocessed uint8 canvases (see :func:`pipeline.segment.geometry.normalize_and_pad`) and prompt batches
+(:class:`pipeline.segment.prompts.PromptBatch`), and return torch tensors so that postprocessing is shared. The embedding
 returned by ``encode`` is backend-specific and only passed back to the same backend's ``decode``.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.models.fast_decoder import DecodeHints
-from pipeline.prompts import PromptBatch
+from pipeline.segment.prompts import PromptBatch
 
 Precision = Literal["fp32", "bf16", "fp16"]
 BackendName = Literal["torch", "onnx", "tensorrt"]

@@ -3,10 +3,10 @@
 Files written to the output folder:
 
 * ``encoder.onnx``: ``input_image`` [B,3,S,S] float32, already normalised and zero-padded (see
-  :func:`pipeline.geometry.normalize_and_pad`) → ``image_embeddings`` [B,C,64,64]; B dynamic; C = 256 for the
+  :func:`pipeline.segment.geometry.normalize_and_pad`) → ``image_embeddings`` [B,C,64,64]; B dynamic; C = 256 for the
   official variants (the model's ``embed_dim``).
 * ``decoder.onnx``: ``image_embeddings`` [N,C,64,64], ``image_index`` [P] int64, ``point_coords`` [P,T,2] and
-  ``point_labels`` [P,T] (the tokens of :func:`pipeline.prompts.make_prompts`, padding point included),
+  ``point_labels`` [P,T] (the tokens of :func:`pipeline.segment.prompts.make_prompts`, padding point included),
   ``mask_input`` [P,1,256,256], ``has_mask_input`` [P] float32 (1 uses ``mask_input``, 0 ignores it) →
   ``low_res_masks`` [P,4,256,256] and ``iou_predictions`` [P,4] for all four mask tokens; N, P, T dynamic.
 * ``onnx_card.json``: what a runtime needs to check before loading them (see :func:`export_onnx`).

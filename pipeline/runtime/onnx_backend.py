@@ -1,7 +1,7 @@
 """ONNX Runtime backend: the ``encoder.onnx`` / ``decoder.onnx`` pair of :mod:`pipeline.runtime.export`.
 
 Same interface as :class:`pipeline.runtime.torch_backend.TorchSam`. Preprocessing is the shared
-:func:`pipeline.geometry.normalize_and_pad` (run in torch on the CPU); embeddings stay numpy arrays on the host;
+:func:`pipeline.segment.geometry.normalize_and_pad` (run in torch on the CPU); embeddings stay numpy arrays on the host;
 ``decode`` returns CPU torch tensors whatever the execution provider. Needs the ``[onnx]`` extra.
 """
 
@@ -14,10 +14,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipeline.geometry import normalize_and_pad
 from pipeline.models.fast_decoder import DecodeHints
-from pipeline.prompts import PromptBatch
 from pipeline.runtime.export import CARD_FILE, DECODER_FILE, DECODER_INPUTS, ENCODER_FILE, ENCODER_INPUTS
+from pipeline.segment.geometry import normalize_and_pad
+from pipeline.segment.prompts import PromptBatch
 
 OnnxDevice = Literal["auto", "cpu", "cuda"]
 CUDA_PROVIDER = "CUDAExecutionProvider"

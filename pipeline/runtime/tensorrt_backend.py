@@ -22,10 +22,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipeline.geometry import normalize_and_pad
 from pipeline.models.fast_decoder import DecodeHints
-from pipeline.prompts import PromptBatch
 from pipeline.runtime.export import DECODER_FILE, DECODER_INPUTS, ENCODER_FILE, ENCODER_INPUTS
+from pipeline.segment.geometry import normalize_and_pad
+from pipeline.segment.prompts import PromptBatch
 
 TrtPrecision = Literal["fp32", "fp16"]
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]

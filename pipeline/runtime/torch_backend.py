@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.geometry import normalize_and_pad
 from pipeline.models.factored_decoder import FactoredContext, FactoredMaskDecoder
 from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder, ImageContext
 from pipeline.models.fused_encoder import fuse_for_inference, onednn_fusion_available
 from pipeline.models.sam import EfficientViTSam, decode_masks, embed_dense, embed_prompt_tokens
-from pipeline.prompts import PromptBatch
 from pipeline.runtime.base import Precision
+from pipeline.segment.geometry import normalize_and_pad
+from pipeline.segment.prompts import PromptBatch
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # On CPU the encoder runs one image per forward: L0 at 512 px on 2 cores gave 3.0 images/s at batch 1 and 2.3 at

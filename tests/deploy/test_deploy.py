@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from jobs.nightly import parse_args
-from pipeline.cli import config_from_args
-from pipeline.label_rules import validate_label_config
+from pipeline.labeling.cli import config_from_args
+from pipeline.labeling.rules import validate_label_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -11,16 +11,16 @@ import shutil
 import pytest
 
 from jobs.evaluate import main as evaluate_main
-from pipeline.autoppn.checkpoint import load_head
-from pipeline.config import ModelConfig, StorageConfig
+from pipeline.config.sections import ModelConfig, StorageConfig
 from pipeline.datasets.shapes import write_split
 from pipeline.models.checkpoint import CheckpointError
 from pipeline.models.registry import DEMO_CARD_FILE, WEIGHTS_DIR
+from pipeline.prompts.autoppn.checkpoint import load_head
 from pipeline.runtime import load_model, load_runtime
-from pipeline.train.config import ValConfig
-from pipeline.train.data import read_dataset
-from pipeline.train.embeddings import encode_samples
-from pipeline.train.validate import evaluate
+from pipeline.train.autoppn.config import ValConfig
+from pipeline.train.autoppn.data import read_dataset
+from pipeline.train.autoppn.embeddings import encode_samples
+from pipeline.train.autoppn.validate import evaluate
 
 CARD = json.loads(DEMO_CARD_FILE.read_text())
 

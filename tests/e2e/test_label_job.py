@@ -19,10 +19,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from jobs.label import main
-from pipeline.config import IMAGE_EXTENSIONS
-from pipeline.masks import decode_rle, mask_iou
-from pipeline.reference import ReferencePredictor
+from pipeline.config.sections import IMAGE_EXTENSIONS
 from pipeline.runtime import accuracy
+from pipeline.segment.masks import decode_rle, mask_iou
+from pipeline.segment.reference import ReferencePredictor
 from tests.e2e.conftest import DATA, FAST_GRID, FP32, read_dataset
 from tests.fixtures import fixture_model, needs_bf16, write_fixture_weights
 from tests.images import write_hostile_corpus

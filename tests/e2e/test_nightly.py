@@ -21,7 +21,7 @@ import pytest
 
 from jobs.label import main as label_main
 from jobs.nightly import main as nightly_main
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.nightly.ledger import read_ledger
 from pipeline.nightly.lock import OutputLock
 from tests.e2e.conftest import DATA, REPO, read_dataset

@@ -12,8 +12,8 @@ import torch
 from pycocotools.coco import COCO
 
 from jobs.label import main
-from pipeline.autoppn.checkpoint import save_head
-from pipeline.autoppn.model import AutoPPN, AutoPPNCard
+from pipeline.prompts.autoppn.checkpoint import save_head
+from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
 from tests.e2e.conftest import read_dataset
 from tests.fixtures import write_fixture_weights
 from tests.yolo import write_random_yolo

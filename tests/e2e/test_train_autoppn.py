@@ -12,8 +12,8 @@ import json
 import pytest
 
 from jobs.train_autoppn import main
-from pipeline.autoppn.checkpoint import load_head
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
+from pipeline.prompts.autoppn.checkpoint import load_head
 from tests.shapes import write_shapes_dataset
 
 SETTINGS = [

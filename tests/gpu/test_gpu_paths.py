@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
-from pipeline.prompts import make_prompts
 from pipeline.runtime.accuracy import accuracy_gate
 from pipeline.runtime.torch_backend import TorchSam
+from pipeline.segment.prompts import make_prompts
 from tests.fixtures import fixture_images, fixture_model
 
 pytestmark = [
@@ -68,10 +68,10 @@ def test_fast_decoder_on_cuda_equals_sam_decoder() -> None:
 def test_box_masks_on_cuda_equal_cpu(monkeypatch) -> None:
     """Decoder groups and upsampling chunks spanning images, copies to the host in flight while the next step is
     queued: the CPU's masks."""
-    from pipeline import box_prompts
-    from pipeline.config import BoxesConfig
-    from pipeline.masks import decode_rle, mask_iou
-    from pipeline.predictor import prepare_images
+    from pipeline.config.sections import BoxesConfig
+    from pipeline.segment import boxes as box_prompts
+    from pipeline.segment.masks import decode_rle, mask_iou
+    from pipeline.segment.predictor import prepare_images
 
     monkeypatch.setattr(box_prompts, "GPU_STEP_IMAGES", 2)  # the 3 images in two steps
     boxes = [np.array([[50, 40, 300, 250], [10, 10, 120, 90], [200, 150, 480, 320]], np.float32)] * len(IMAGES)

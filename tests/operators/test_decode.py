@@ -12,8 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from operators.decode import decode_images
-from pipeline.config import DecodeConfig
-from pipeline.geometry import resize_longest_side
+from pipeline.config.sections import DecodeConfig
 from pipeline.schema import (
     ERROR_MESSAGE,
     ERROR_STAGE,
@@ -27,6 +26,7 @@ from pipeline.schema import (
     INPUT_H,
     INPUT_W,
 )
+from pipeline.segment.geometry import resize_longest_side
 from tests.images import (
     HUGE_DECLARED_HW,
     SAMPLE_PHOTOS,

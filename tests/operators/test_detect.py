@@ -14,9 +14,9 @@ import pytest
 from operators.detect import Detect
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.config import BoxesConfig, GridConfig, ModelConfig, StorageConfig, YoloConfig
-from pipeline.detector import class_indices, snap_to_border
-from pipeline.masks import decode_rle
+from pipeline.config.sections import BoxesConfig, GridConfig, ModelConfig, StorageConfig, YoloConfig
+from pipeline.prompts.yolo import class_indices, snap_to_border
+from pipeline.segment.masks import decode_rle
 from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights
 from tests.yolo import write_random_yolo
 
@@ -99,8 +99,8 @@ def test_detector_runs_offline_and_writes_only_its_cache(yolo_weights, tmp_path)
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
         import numpy as np
-        from pipeline.config import StorageConfig, YoloConfig
-        from pipeline.detector import Detector
+        from pipeline.config.sections import StorageConfig, YoloConfig
+        from pipeline.prompts.yolo import Detector
         cfg = YoloConfig(weights={str(weights)!r}, conf=0.0, max_det=3, imgsz=256)
         found = Detector(cfg, StorageConfig(), "cpu", {str(cache)!r}).detect(
             [np.zeros((200, 300, 3), np.uint8)], np.array([[400, 600]])

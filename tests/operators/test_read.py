@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from operators.read import read_images
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io.storage import write_bytes
 from pipeline.schema import ERROR_MESSAGE, ERROR_STAGE, ERROR_TYPE, IMAGE_BYTES, IMAGE_ID, IMAGE_URI
 

@@ -10,9 +10,9 @@ import pytest
 
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.config import BoxesConfig, GridConfig, ModelConfig, StorageConfig
-from pipeline.masks import decode_rle, mask_iou
-from pipeline.reference import ReferencePredictor
+from pipeline.config.sections import BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.segment.masks import decode_rle, mask_iou
+from pipeline.segment.reference import ReferencePredictor
 from tests.fixtures import decoded_batch, fixture_images, fixture_model, write_fixture_weights
 
 BOXES = {

@@ -6,8 +6,8 @@ import pytest
 
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.config import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
-from pipeline.masks import decode_rle
+from pipeline.config.sections import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.segment.masks import decode_rle
 from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights, write_random_autoppn_head
 
 OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0, "max_mask_area_frac": 1.0}

@@ -9,7 +9,7 @@ import pytest
 
 from operators.segment import Segment
 from pipeline import schema as col
-from pipeline.config import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.config.sections import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
 from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights, write_random_autoppn_head
 
 # The fixture model's predicted IoUs lie near 0.0-0.2: thresholds that keep some masks and drop others, so that the

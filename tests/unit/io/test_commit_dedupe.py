@@ -8,7 +8,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipeline import schema as col
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io.commit import IncompleteRunError, commit_run
 from pipeline.io.run_output import write_part
 

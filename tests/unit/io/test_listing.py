@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io.listing import list_images
 from pipeline.io.storage import write_bytes
 from pipeline.schema import IMAGE_ID, IMAGE_URI

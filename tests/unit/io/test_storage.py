@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io.storage import (
     FileTooLargeError,
     delete,

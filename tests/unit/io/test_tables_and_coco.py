@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from pipeline import schema as col
 from pipeline.io.coco import build_coco, rle_to_polygons
 from pipeline.io.tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA, split_records
-from pipeline.masks import decode_rle, encode_rle
+from pipeline.segment.masks import decode_rle, encode_rle
 
 
 def _records() -> pa.Table:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.models import create_model
 from pipeline.models.checkpoint import CheckpointError, is_safetensors, load_checkpoint
 

@@ -11,8 +11,8 @@ from pipeline.models import create_model
 from pipeline.models.factored_decoder import FactoredContext, FactoredMaskDecoder
 from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder
 from pipeline.models.sam import decode_masks, embed_dense, embed_prompt_tokens
-from pipeline.prompts import make_prompts
 from pipeline.runtime.torch_backend import TorchSam
+from pipeline.segment.prompts import make_prompts
 from tests.fixtures import fixture_model, needs_bf16
 
 

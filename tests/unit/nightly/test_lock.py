@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipeline.config import StorageConfig
+from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
 from pipeline.nightly.lock import LOCK_NAME, LockHeldError, LockLostError, OutputLock
 
@@ -70,7 +70,7 @@ def test_heartbeat_keeps_a_long_run_locked(root):
 def test_lock_of_a_dead_process_on_this_machine_is_stale_at_once(tmp_path):
     uri, storage = str(tmp_path / "root"), StorageConfig()
     code = (
-        "from pipeline.config import StorageConfig; from pipeline.nightly.lock import OutputLock; "
+        "from pipeline.config.sections import StorageConfig; from pipeline.nightly.lock import OutputLock; "
         f"OutputLock({uri!r}, StorageConfig(), 3600).acquire()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)  # exits without releasing: a killed driver

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from pipeline.masks import encode_rle
 from pipeline.report.overlay import OverlayMask, draw_overlay
+from pipeline.segment.masks import encode_rle
 
 
 def test_one_pixel_mask_on_a_large_image_is_drawn():

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig, StorageConfig
+from pipeline.config.sections import ModelConfig, StorageConfig
 from pipeline.models import create_model
-from pipeline.predictor import encode_images
-from pipeline.prompts import make_prompts
 from pipeline.runtime import accuracy
 from pipeline.runtime.accuracy import accuracy_gate, check_precision
 from pipeline.runtime.torch_backend import TorchSam
+from pipeline.segment.predictor import encode_images
+from pipeline.segment.prompts import make_prompts
 from tests.fixtures import fixture_images, fixture_model, needs_bf16
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import ModelConfig, StorageConfig
+from pipeline.config.sections import ModelConfig, StorageConfig
 from pipeline.models import create_model
 from pipeline.runtime import accuracy, load_runtime
 from pipeline.runtime.auto_precision import candidates, resolve_precision

@@ -14,8 +14,6 @@ import pytest
 import torch
 
 from jobs.export import main as export_main
-from pipeline.geometry import normalize_and_pad
-from pipeline.predictor import prepare_images
 from pipeline.runtime.export import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -23,6 +21,8 @@ from pipeline.runtime.export import (
     example_decoder_inputs,
     export_onnx,
 )
+from pipeline.segment.geometry import normalize_and_pad
+from pipeline.segment.predictor import prepare_images
 from tests.fixtures import fixture_images, fixture_model
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.geometry import boxes_to_prompt_frame, to_prompt_frame
-from pipeline.predictor import encode_images, masks_at_original_size, predict, prepare_images
-from pipeline.prompts import PromptBatch, concat_prompts, make_prompts
 from pipeline.runtime.export import export_onnx
 from pipeline.runtime.onnx_backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxSam, pick_providers
 from pipeline.runtime.torch_backend import TorchSam
+from pipeline.segment.geometry import boxes_to_prompt_frame, to_prompt_frame
+from pipeline.segment.predictor import encode_images, masks_at_original_size, predict, prepare_images
+from pipeline.segment.prompts import PromptBatch, concat_prompts, make_prompts
 from tests.fixtures import fixture_images, fixture_model, fixture_refs
 
 
@@ -106,7 +106,7 @@ def test_decode_matches_torch_for_every_prompt_kind(runtimes: Runtimes) -> None:
 
 
 def test_predictor_masks_equal_torch(runtimes: Runtimes) -> None:
-    """End to end through pipeline.predictor: each runtime encodes and decodes on its own."""
+    """End to end through pipeline.segment.predictor: each runtime encodes and decodes on its own."""
     images = _images()
     prompts = _prompt_set([im.shape[:2] for im in images])
     batches = [prompts["points_and_box_points"], prompts["boxes"]]

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from pipeline.models.fast_decoder import DecodeHints
-from pipeline.prompts import make_prompts
 from pipeline.runtime.torch_backend import BORDERLINE_IOU, TorchSam
+from pipeline.segment.prompts import make_prompts
 from tests.fixtures import fixture_model, needs_bf16
 
 TOKENS = (1, 2, 3)

@@ -1,0 +1,150 @@
+"""The labeling dataset: the one place where operators become Ray Data ``map_batches`` stages.
+
+input rows ─► read + decode (CPU tasks) ─► [detect: YOLO actor, yolo prompts] ─► segment (actor per GPU, or CPU)
+           ─► records (CPU) ─► sink
+
+With yolo prompts a GPU holds one detect actor (``DETECT_GPU_SHARE``) and one segment actor (the rest), so both
+stages stream side by side on every GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import ray
+from ray.data import ActorPoolStrategy, Dataset
+
+from operators.decode import decode_images
+from operators.detect import Detect
+from operators.read import read_images
+from operators.records import to_records
+from operators.segment import Segment
+from pipeline.config.sections import LabelConfig, RayConfig
+from pipeline.models import model_card
+
+DETECT_GPU_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class SegmentResources:
+    actors: int
+    num_gpus: float
+    num_cpus: float
+    batch_size: int = 1
+    """Images per actor call."""
+
+
+def segment_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentResources:
+    """One actor per GPU when the cluster has GPUs, else one CPU actor using all CPUs but one."""
+    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
+    whole = 1.0 - DETECT_GPU_SHARE if cfg.prompts.mode == "yolo" else 1.0
+    num_gpus = cfg.segment.num_gpus if cfg.segment.num_gpus is not None else (whole if gpus >= 1 else 0.0)
+    actors = cfg.segment.actors or (max(1, int(gpus // max(num_gpus, whole))) if num_gpus > 0 else 1)
+    spare = 2.0 if cfg.prompts.mode == "yolo" else 1.0  # the decode tasks, and the detect actor
+    num_cpus = cfg.segment.num_cpus or (2.0 if num_gpus > 0 else max(1.0, cpus - spare))
+    batch_size = cfg.segment.images_per_call(gpu=num_gpus > 0)
+    return SegmentResources(actors, num_gpus, min(num_cpus, cpus), batch_size)
+
+
+def detect_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentResources:
+    """With GPUs, one detect actor per GPU on a quarter of it; without, one CPU actor on one CPU."""
+    gpus = cluster.get("GPU", 0.0)
+    num_gpus = cfg.yolo.num_gpus if cfg.yolo.num_gpus is not None else (DETECT_GPU_SHARE if gpus >= 1 else 0.0)
+    actors = cfg.yolo.actors or (max(1, int(gpus)) if num_gpus > 0 else 1)
+    return SegmentResources(actors, num_gpus, 1.0)
+
+
+def build_label_dataset(
+    cfg: LabelConfig, inputs: pa.Table, *, run_id: str, categories: list[dict], resources: SegmentResources
+) -> Dataset:
+    # A segment task's output reaches the sink when the task ends: blocks of at most one part keep the images
+    # a crash loses to the tasks in flight and one part being gathered.
+    rows_per_block = max(1, min(cfg.decode.batch_size, cfg.output.images_per_part))
+    blocks = [inputs.slice(i, rows_per_block) for i in range(0, inputs.num_rows, rows_per_block)]
+    ds = ray.data.from_arrow(blocks)
+    # CPU tasks: fetch bytes, then decode and resize to the encoder input (fused by Ray into one task).
+    ds = ds.map_batches(
+        read_images,
+        fn_kwargs={"storage": cfg.storage, "max_file_bytes": cfg.decode.max_file_bytes},
+        batch_size=rows_per_block,
+        num_cpus=cfg.decode.num_cpus,
+    )
+    long_side = model_card(cfg.model.name).encoder_input_size
+    keep_original = cfg.prompts.mode == "grid" and cfg.grid.crop_n_layers > 0
+    # The detector gets its own copy at its input size (never enlarged) unless the encoder's copy is the same.
+    detect_side = cfg.yolo.imgsz if cfg.prompts.mode == "yolo" else None
+    ds = ds.map_batches(
+        decode_images,
+        fn_kwargs={
+            "cfg": cfg.decode,
+            "long_side": long_side,
+            "keep_original": keep_original,
+            "detect_side": detect_side,
+        },
+        batch_size=rows_per_block,
+        num_cpus=cfg.decode.num_cpus,
+    )
+    if cfg.prompts.mode == "yolo":
+        detect = detect_resources(cfg, ray.cluster_resources())
+        ds = ds.map_batches(
+            Detect,
+            fn_constructor_kwargs={
+                "yolo": cfg.yolo,
+                "storage": cfg.storage,
+                "device": cfg.model.device,
+                "cache_dir": cfg.model.cache_dir,
+            },
+            batch_size=cfg.yolo.batch_size,
+            num_gpus=detect.num_gpus,
+            num_cpus=detect.num_cpus,
+            compute=ActorPoolStrategy(size=detect.actors),
+        )
+    # GPU actor (logical on CPU machines): encoder → prompts → mask decoder → filter → RLE.
+    segment_kwargs = {
+        "model": cfg.model,
+        "mode": cfg.prompts.mode,
+        "grid": cfg.grid,
+        "boxes": cfg.boxes,
+        "yolo": cfg.yolo,
+        "autoppn": cfg.autoppn,
+        "storage": cfg.storage,
+        "decoder_chunk": cfg.segment.decoder_chunk,
+        "num_threads": cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None),
+        "max_masks": cfg.segment.max_masks_per_image,
+        "keep_freed_memory": cfg.segment.keep_freed_memory,
+    }
+    ds = ds.map_batches(
+        Segment,
+        fn_constructor_kwargs=segment_kwargs,
+        batch_size=resources.batch_size,
+        num_gpus=resources.num_gpus,
+        num_cpus=resources.num_cpus,
+        compute=ActorPoolStrategy(size=resources.actors),
+    )
+    # CPU: output columns and ids.
+    records_kwargs = {
+        "run_id": run_id,
+        "model_name": cfg.model.name,
+        "prompt_type": cfg.prompts.mode,
+        "categories": {c["id"]: c["name"] for c in categories},
+    }
+    return ds.map_batches(to_records, fn_kwargs=records_kwargs, batch_size=None, num_cpus=0.25)
+
+
+def init_ray(ray_cfg: RayConfig) -> None:
+    """Connects to ``ray_cfg.address`` / RAY_ADDRESS (set by ``ray job submit``), else starts a local Ray with
+    ``num_cpus`` / ``num_gpus``; sets Ray Data's progress bars from ``progress``. Does nothing to a Ray already up."""
+    import os
+
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus, include_dashboard=False)
+    context = DataContext.get_current()
+    context.enable_progress_bars = ray_cfg.progress
+    context.enable_operator_progress_bars = ray_cfg.progress

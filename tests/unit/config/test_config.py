@@ -1,0 +1,106 @@
+"""Config precedence (defaults < YAML < --set), strictness, one-line errors naming the key, cross-field rules."""
+
+import pytest
+
+from pipeline.config.loading import load_config, to_dict
+from pipeline.config.sections import ConfigError, LabelConfig
+from pipeline.labeling.rules import label_fingerprint, validate_label_config
+from pipeline.train.autoppn.config import TrainJobConfig, validate_train_config
+
+
+def test_precedence_defaults_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("grid:\n  points_per_side: 8\n  pred_iou_thresh: 0.5\nmodel:\n  name: mini-l\n")
+    cfg = load_config(LabelConfig, path, ["grid.points_per_side=4", "input.extensions=[.png]"])
+    assert cfg.grid.points_per_side == 4  # --set wins over YAML
+    assert cfg.grid.pred_iou_thresh == 0.5  # YAML wins over defaults
+    assert cfg.grid.box_nms_thresh == 0.7  # default kept
+    assert cfg.model.name == "mini-l"
+    assert cfg.input.extensions == (".png",)
+    assert to_dict(cfg)["input"]["extensions"] == [".png"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grid.points_per_sid=3", "unknown config key 'grid.points_per_sid'"),
+        ("gird.points_per_side=3", "unknown config key 'gird'"),
+        ("grid.points_per_side=many", "grid.points_per_side must be an integer"),
+        ("model.precision=fp8", "model.precision must be one of auto, fp32, bf16, fp16"),
+        ("boxes.multimask=1", "boxes.multimask must be true or false"),
+        ("grid.pred_iou_thresh=high", "grid.pred_iou_thresh must be a number"),
+        ("points_per_side", "--set expects section.key=value"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(LabelConfig, None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("grid: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(LabelConfig, path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(LabelConfig, path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(LabelConfig, tmp_path / "missing.yaml")
+
+
+def _valid(*extra):
+    return load_config(LabelConfig, None, ["input.uri=in", "output.uri=out", *extra])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["output.uri=''"], "--output is required"),
+        (["model.name=vit_h"], "unknown model 'vit_h'"),
+        (["prompts.mode=boxes"], "--prompts boxes needs --prompts-file"),
+        (["prompts.file=x.json"], "only used with --prompts boxes"),
+        (["grid.pred_iou_thresh=1.5"], "grid.pred_iou_thresh must be between 0 and 1"),
+        (["segment.batch_size=0"], "segment.batch_size must be at least 1"),
+        (["prompts.mode=yolo"], "--prompts yolo needs detector weights"),
+        (["prompts.mode=autoppn"], "--prompts autoppn needs its head"),
+        (["prompts.mode=autoppn", "autoppn.weights=h", "autoppn.top_n=0"], "autoppn.top_n must be at least 1"),
+        (["yolo.conf=2"], "yolo.conf must be between 0 and 1"),
+    ],
+)
+def test_cross_field_rules(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_label_config(_valid(*overrides))
+
+
+def test_fingerprint_tracks_what_changes_labels():
+    base = _valid()
+    assert label_fingerprint(base, "a") == label_fingerprint(_valid("segment.batch_size=16", "output.uri=o2"), "a")
+    assert label_fingerprint(base, "a") != label_fingerprint(base, "b")  # other weights
+    assert label_fingerprint(base, "a") != label_fingerprint(_valid("grid.pred_iou_thresh=0.5"), "a")
+
+
+def test_documented_default_config_file_equals_the_defaults():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "label.yaml"
+    assert load_config(LabelConfig, path) == LabelConfig()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.epochs=0"], "optim.epochs must be at least 1, got 0"),
+        (["workers.num_workers=0"], "workers.num_workers must be at least 1"),
+        (["val.iou=0"], "val.iou must be in (0, 1]"),
+        (["head.out_stride=4"], "head.out_stride must be 8 or 16"),
+    ],
+)
+def test_training_job_rules_name_the_key(overrides, message):
+    required = ["output=out", "data.train=t.json", "data.val=v.json", "model.name=mini-l"]
+    cfg = load_config(TrainJobConfig, None, required + overrides)
+    with pytest.raises(ConfigError) as excinfo:
+        validate_train_config(cfg)
+    assert message in str(excinfo.value)
+    validate_train_config(load_config(TrainJobConfig, None, required))  # the defaults pass
