@@ -88,7 +88,7 @@ def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
 
     from pipeline.bench.benchmark import _with_weights, resolved_precision
     from pipeline.bench.throughput import encoder_throughput
-    from pipeline.runtime import load_runtime
+    from pipeline.runtime.load import load_runtime
 
     with tempfile.TemporaryDirectory(prefix="samlabel-bench-") as work:
         cfg, weights = _with_weights(cfg, Path(work), args.seed)

@@ -4,7 +4,8 @@
         [--set yolo.weights=URI] [--set autoppn.weights=URI] [--set grid.points_per_side=32] [--limit N] [--json FILE]
 
 Runs in this process (no Ray), one image at a time, on CUDA when present else CPU. grid always runs; yolo and
-autoppn run when their weights are set. Prints a table and writes the JSON report (see ``pipeline.evaluation.compare_prompts``).
+autoppn run when their weights are set. Prints a table and writes the JSON report
+(see ``pipeline.evaluation.compare_prompts``).
 Exit status: 0 done, 2 a bad flag, input or weight file.
 """
 
@@ -55,7 +56,7 @@ def _run(cfg: LabelConfig, limit: int) -> dict:
     from pipeline.evaluation.compare_prompts import compare_methods
     from pipeline.prompts.autoppn.checkpoint import load_head
     from pipeline.prompts.yolo import Detector
-    from pipeline.runtime import load_runtime
+    from pipeline.runtime.load import load_runtime
 
     uris = list_images(cfg.input.uri, cfg.storage, cfg.input.extensions, cfg.input.manifest_column)
     images = [_image(uri, cfg) for uri in uris["image_uri"].to_pylist()[:limit]]

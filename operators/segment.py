@@ -34,7 +34,8 @@ from pipeline.config.sections import (
     StorageConfig,
     YoloConfig,
 )
-from pipeline.runtime import allocator, load_runtime
+from pipeline.runtime import allocator
+from pipeline.runtime.load import load_runtime
 from pipeline.segment.boxes import segment_boxes_in_steps, step_slices
 from pipeline.segment.grid import GridMasks, generate_grid_masks
 from pipeline.segment.masks import ImageMasks
@@ -74,9 +75,9 @@ class Segment:
         self.boxes = _box_settings(mode, boxes, yolo or YoloConfig())
         self.autoppn = autoppn or AutoPPNConfig()
         self.runtime = load_runtime(model, storage, decoder_chunk)
-        if getattr(self.runtime, "precision_note", None):
+        if self.runtime.note:
             # Ray forwards a worker's stdout to the driver (its logging stays in the worker's log files).
-            print(f"samlabel: segment {self.runtime.precision_note}", flush=True)
+            print(f"samlabel: segment {self.runtime.note}", flush=True)
         if keep_freed_memory and self.runtime.device.type == "cpu":
             allocator.keep_freed_memory()
         self.head = None

@@ -22,9 +22,9 @@ from pycocotools.coco import COCO
 
 from pipeline.config.sections import GridConfig, ModelConfig, StorageConfig
 from pipeline.evaluation.coco_metrics import mask_ar
-from pipeline.runtime import load_model
 from pipeline.runtime.capability import cpu_report
 from pipeline.runtime.torch_backend import TorchSam
+from pipeline.runtime.weights import load_model
 from pipeline.segment.grid import generate_grid_masks
 from pipeline.segment.predictor import prepare_images
 from pipeline.segment.reference import ReferenceMaskGenerator, generator_kwargs

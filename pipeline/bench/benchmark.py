@@ -21,10 +21,12 @@ from pipeline.bench.sides import SideResult, make_segment, run_ours, run_referen
 from pipeline.config.loading import to_dict
 from pipeline.config.sections import LabelConfig
 from pipeline.models import create_model
-from pipeline.runtime import allocator, load_model, load_runtime
+from pipeline.runtime import allocator
 from pipeline.runtime.accuracy import accuracy_gate, gate_images
 from pipeline.runtime.capability import cpu_report
+from pipeline.runtime.load import load_runtime
 from pipeline.runtime.torch_backend import pick_device
+from pipeline.runtime.weights import load_model
 from pipeline.timing import STAGES
 
 _EXIF_ORIENTATION, _TRANSPOSED = 0x0112, (5, 6, 7, 8)

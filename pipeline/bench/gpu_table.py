@@ -18,8 +18,8 @@ from pipeline.bench.benchmark import _with_weights
 from pipeline.bench.data import photo_like, random_boxes
 from pipeline.bench.throughput import encoder_throughput, timed_calls
 from pipeline.config.sections import BoxesConfig, LabelConfig
-from pipeline.runtime import load_runtime
 from pipeline.runtime.accuracy import accuracy_gate
+from pipeline.runtime.load import load_runtime
 from pipeline.segment.boxes import segment_boxes_in_steps, step_slices
 from pipeline.segment.predictor import prepare_images
 

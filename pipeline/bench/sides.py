@@ -3,8 +3,9 @@
 Ours runs the labeling job's operators in this process, in batches of ``segment.batch_size`` images (default 4 on
 CPU, 32 on GPU): read → decode → segment (encoder, prompts, mask decoder, filter, RLE) → records → Parquet part,
 each stage timed as the job times it (the ``seconds_*`` columns). The reference runs one image at a time with the
-official predictor's semantics (:mod:`pipeline.segment.reference`): boxes go through ``set_image`` then one ``predict`` per
-box (multimask, best of 3, as the official box protocol), grids through SAM's automatic mask generator. Both read
+official predictor's semantics (:mod:`pipeline.segment.reference`): boxes go through ``set_image`` then one
+``predict`` per box (multimask, best of 3, as the official box protocol), grids through SAM's automatic mask generator.
+Both read
 and decode the files themselves and keep every mask as COCO RLE, which is what a labeling run needs.
 """
 

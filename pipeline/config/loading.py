@@ -1,6 +1,7 @@
 """Loading a typed job configuration: dataclass defaults < YAML file < command line (``--set section.key=value``),
-strict (unknown keys and wrong types raise :class:`pipeline.config.sections.ConfigError` naming the key), and its resolved
-form as JSON-able data and a fingerprint."""
+strict (unknown keys, wrong types and values out of a field's range raise
+:class:`pipeline.config.sections.ConfigError` naming the key), and its resolved form as JSON-able data and a
+fingerprint."""
 
 from __future__ import annotations
 

@@ -78,8 +78,9 @@ def evaluate(request: EvalRequest, storage: StorageConfig) -> dict:
     out: dict = {"gt": request.gt, "images": request.images, "protocols": list(protocols)}
     runtime = None
     if any(p == "point" or (p in ("box", "detector") and not request.labels) for p in protocols):
-        from pipeline.runtime import fp32_unless_set, load_model, resolve_weights
+        from pipeline.runtime.load import fp32_unless_set
         from pipeline.runtime.torch_backend import TorchSam, pick_device
+        from pipeline.runtime.weights import load_model, resolve_weights
 
         sam, sha256 = load_model(request.model, storage)
         # The protocols measure the model itself: fp32 unless a precision is asked for.

@@ -64,8 +64,8 @@ class OpenedOutput:
 def prepare_labeling(cfg: LabelConfig) -> Labeling:
     """Validates ``cfg``, verifies the weights (and the prompt model's) and plans the inputs; ValueError/OSError
     name the problem."""
-    from pipeline.runtime import verify_weights
     from pipeline.runtime.accuracy import check_precision
+    from pipeline.runtime.weights import verify_weights
 
     validate_label_config(cfg)
     weights_sha256 = verify_weights(cfg.model, cfg.storage)
@@ -86,7 +86,7 @@ def open_output(labeling: Labeling, output_uri: str, run_id: str | None = None) 
 def label_output(labeling: Labeling, opened: OpenedOutput, plan: InputPlan, started_at: float) -> dict:
     """Labels the images of ``plan`` not done yet into the opened folder, commits it and returns the summary."""
     from pipeline.labeling.run import run_and_commit
-    from pipeline.runtime import resolve_weights
+    from pipeline.runtime.weights import resolve_weights
 
     cfg = opened.cfg
     run_id = cfg.output.run_id or labeling.settings_id

@@ -113,7 +113,7 @@ def check_precision(model: ModelConfig, storage: StorageConfig) -> GateResult | 
     fp32 on the driver's CPU, before any work; None when there are none, ValueError naming them when the masks
     differ too much. Whether bf16 keeps the masks depends on the weights (a model whose logits sit close to 0, or
     whose best-of-3 IoU predictions are close, flips pixels or picks), so it is checked for the weights of this run."""
-    from pipeline.runtime import load_runtime
+    from pipeline.runtime.load import load_runtime
 
     settings = reduced_precision_settings(model)
     if not settings:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -269,3 +271,21 @@ def export_onnx(
     }
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def cached_onnx(sam: EfficientViTSam, model_name: str, sha256: str | None, cache_root: Path) -> Path:
+    """The ONNX export of these weights under ``cache_root/onnx``, made once per (model, weights, torch version).
+
+    Workers on one node may export at once: each writes its own staging folder and the first rename wins.
+    """
+    key = f"{model_name}-{(sha256 or 'random')[:16]}-torch{torch.__version__.split('+')[0]}"
+    folder = cache_root / "onnx" / key
+    if not (folder / "onnx_card.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.with_name(f"{key}.tmp-{os.getpid()}")
+        export_onnx(sam, staging, model_name=model_name)
+        try:
+            staging.rename(folder)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder

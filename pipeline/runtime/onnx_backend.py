@@ -1,8 +1,8 @@
 """ONNX Runtime backend: the ``encoder.onnx`` / ``decoder.onnx`` pair of :mod:`pipeline.runtime.export`.
 
 Same interface as :class:`pipeline.runtime.torch_backend.TorchSam`. Preprocessing is the shared
-:func:`pipeline.segment.geometry.normalize_and_pad` (run in torch on the CPU); embeddings stay numpy arrays on the host;
-``decode`` returns CPU torch tensors whatever the execution provider. Needs the ``[onnx]`` extra.
+:func:`pipeline.segment.geometry.normalize_and_pad` (run in torch on the CPU); embeddings stay numpy arrays on the
+host; ``decode`` returns CPU torch tensors whatever the execution provider. Needs the ``[onnx]`` extra.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class OnnxSam:
         intra_op_threads: ONNX Runtime threads per session; 0 lets it choose.
         encoder_input_size: expected S (e.g. from the model card); ValueError when the files disagree.
     """
+
+    note: str | None = None
 
     def __init__(
         self,

@@ -160,6 +160,8 @@ def ensure_engines(
 class TensorRTSam:
     """Runs the two engines on CUDA with torch tensors as I/O buffers; same interface as ``TorchSam``."""
 
+    note: str | None = None
+
     def __init__(
         self, encoder_engine: Path, decoder_engine: Path, encoder_input_size: int, decoder_chunk: int = 64
     ) -> None:

@@ -67,9 +67,6 @@ class TorchSam:
     decoded again in fp32, so that whether a mask passes the threshold is fp32's decision.
     """
 
-    precision_note: str | None = None
-    """What ``precision: auto`` resolved to in this worker, for the run's output (set by ``load_runtime``)."""
-
     def __init__(
         self,
         model: EfficientViTSam,
@@ -81,6 +78,7 @@ class TorchSam:
         compile: bool = False,
         decoder_precision: Precision = "fp32",
         fuse_encoder: bool = True,
+        note: str | None = None,
     ) -> None:
         if decoder_chunk < 1:
             raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
@@ -91,6 +89,7 @@ class TorchSam:
         self.decoder_chunk = decoder_chunk
         self.encoder_input_size = model.encoder_input_size
         self.channels_last = channels_last
+        self.note = note
         encoder = self.model.image_encoder
         if fuse_encoder:
             # Under torch.compile, inductor makes its own CPU fusions from the plain convolutions.

@@ -8,8 +8,8 @@ Semantics are those of ``SamAutomaticMaskGenerator.generate`` with the same para
 1. One encoder call for every *view*: each whole image (its canvas as given) and, with ``crop_n_layers > 0``,
    each crop, cut from the original image and resized like a new image.
 2. The grid points of all views form one prompt list, decoded in shared calls of ``points_per_batch`` prompts.
-3. Each call's masks are scored and filtered on the 256×256 logits (:mod:`pipeline.segment.grid_filters`); when a view's
-   last prompt is decoded its survivors go through box NMS, and when an image's last view is done, through
+3. Each call's masks are scored and filtered on the 256×256 logits (:mod:`pipeline.segment.grid_filters`); when a
+   view's last prompt is decoded its survivors go through box NMS, and when an image's last view is done, through
    cross-crop NMS.
 4. Only the survivors are upsampled (``upscale_logits`` semantics), ``points_per_batch`` masks at a time, then
    thresholded, optionally cleaned of small regions (then NMS again), RLE-encoded, boxed and measured.

@@ -16,7 +16,8 @@ from pipeline.datasets.shapes import write_split
 from pipeline.models.checkpoint import CheckpointError
 from pipeline.models.registry import DEMO_CARD_FILE, WEIGHTS_DIR
 from pipeline.prompts.autoppn.checkpoint import load_head
-from pipeline.runtime import load_model, load_runtime
+from pipeline.runtime.load import load_runtime
+from pipeline.runtime.weights import load_model
 from pipeline.train.autoppn.config import ValConfig
 from pipeline.train.autoppn.data import read_dataset
 from pipeline.train.autoppn.embeddings import encode_samples

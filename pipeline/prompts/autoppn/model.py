@@ -4,7 +4,7 @@ Input: the SAM image embedding [B,C,64,64] (C = ``card.embed_dim``, 256 for the 
 of the 1024 prompt frame). Output, at stride
 ``out_stride`` of the 1024 frame (8: 128×128 cells, a ×2 bilinear upsample + 3×3 conv; 16: 64×64 cells):
 a point heatmap per size group (sigmoid, [B,G,H,W]) and box regressions per group ([B,G,4,H,W], see
-:mod:`pipeline.prompts.autoppn.boxes`). Layout follows ``reference/autoppn_distillation_eval.md`` §1.3: a 1×1 stem, MSPM
+:mod:`pipeline.prompts.autoppn.boxes`). Layout, as in the Lite-SAM paper: a 1×1 stem, MSPM
 blocks (multi-scale average pooling 3/5/9 + a ConvFFN, residual), a point head and a box head.
 """
 

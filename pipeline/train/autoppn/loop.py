@@ -20,7 +20,7 @@ import torch
 
 from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
 from pipeline.prompts.autoppn.targets import Targets, build_targets
-from pipeline.runtime import fp32_unless_set, load_runtime
+from pipeline.runtime.load import fp32_unless_set, load_runtime
 from pipeline.train.autoppn.config import TrainJobConfig
 from pipeline.train.autoppn.data import Sample
 from pipeline.train.autoppn.embeddings import EmbeddingStore, encode_samples, stored_batches

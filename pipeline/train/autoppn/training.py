@@ -23,7 +23,8 @@ from pipeline.io.storage import filesystem, read_bytes, uri_scheme, write_bytes
 from pipeline.models import create_model
 from pipeline.prompts.autoppn.checkpoint import save_head
 from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
-from pipeline.runtime import fp32_unless_set, load_runtime, verify_weights
+from pipeline.runtime.load import fp32_unless_set, load_runtime
+from pipeline.runtime.weights import verify_weights
 from pipeline.train.autoppn.config import TrainJobConfig
 from pipeline.train.autoppn.data import Sample, read_dataset
 from pipeline.train.autoppn.embeddings import EmbeddingStore, missing_chunks, precompute_shard

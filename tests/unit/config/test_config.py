@@ -6,6 +6,7 @@ from pipeline.config.loading import load_config, to_dict
 from pipeline.config.sections import ConfigError, LabelConfig
 from pipeline.labeling.rules import label_fingerprint, validate_label_config
 from pipeline.train.autoppn.config import TrainJobConfig, validate_train_config
+from tests.fixtures import REPO
 
 
 def test_precedence_defaults_yaml_then_overrides(tmp_path):
@@ -82,9 +83,8 @@ def test_fingerprint_tracks_what_changes_labels():
 
 
 def test_documented_default_config_file_equals_the_defaults():
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "label.yaml"
+    path = REPO / "jobs" / "configs" / "label.yaml"
     assert load_config(LabelConfig, path) == LabelConfig()
 
 

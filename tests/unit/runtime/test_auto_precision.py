@@ -8,8 +8,9 @@ import torch
 
 from pipeline.config.sections import ModelConfig, StorageConfig
 from pipeline.models import create_model
-from pipeline.runtime import accuracy, load_runtime
+from pipeline.runtime import accuracy
 from pipeline.runtime.auto_precision import candidates, resolve_precision
+from pipeline.runtime.load import load_runtime
 from tests.fixtures import needs_bf16
 
 CPU = torch.device("cpu")
@@ -54,18 +55,18 @@ def test_the_default_config_loads_the_resolved_runtime(monkeypatch) -> None:
     runtime = load_runtime(ModelConfig(name="mini-l", device="cpu"), StorageConfig(), decoder_chunk=16)
     assert (runtime.precision, runtime.decoder_precision) == ("bf16", "bf16")
     # The segment actor prints this line to the run's output.
-    assert runtime.precision_note.startswith("precision auto on cpu: encoder bf16, decoder bf16, accuracy gate 0.9")
+    assert runtime.note.startswith("precision auto on cpu: encoder bf16, decoder bf16, accuracy gate 0.9")
     explicit = load_runtime(
         ModelConfig(name="mini-l", device="cpu", precision="fp32", decoder_precision="fp32"), StorageConfig(), 16
     )
-    assert explicit.precision_note is None
+    assert explicit.note is None
 
 
 def test_the_default_config_runs_fp32_where_bf16_does_not_run(monkeypatch) -> None:
     monkeypatch.setenv("SAMLABEL_CPU_BF16", "0")
     runtime = load_runtime(ModelConfig(name="mini-l", device="cpu"), StorageConfig(), decoder_chunk=16)
     assert (runtime.precision, runtime.decoder_precision) == ("fp32", "fp32")
-    assert runtime.precision_note == "precision auto on cpu: encoder fp32, decoder fp32"
+    assert runtime.note == "precision auto on cpu: encoder fp32, decoder fp32"
 
 
 @pytest.mark.parametrize(

@@ -437,7 +437,7 @@ def test_min_mask_region_area_fills_small_holes() -> None:
 @pytest.fixture(scope="module")
 def demo_sam():
     from pipeline.config.sections import ModelConfig, StorageConfig
-    from pipeline.runtime import load_model
+    from pipeline.runtime.weights import load_model
 
     return load_model(ModelConfig(name="demo-shapes"), StorageConfig())[0]
 
