@@ -15,17 +15,10 @@ import time
 
 from pipeline.config.sections import LabelConfig
 from pipeline.labeling.cli import add_labeling_arguments, config_from_args, setup_logging
-from pipeline.labeling.driver import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_OK,
-    describe_failure,
-    emit_summary,
-    fail_run,
-    label_output,
-    open_output,
-    prepare_labeling,
-)
+from pipeline.labeling.output import open_output
+from pipeline.labeling.prepare import prepare_labeling
+from pipeline.labeling.run import label_output
+from pipeline.labeling.summary import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, describe_failure, emit_summary, fail_run
 from pipeline.redact import redact
 
 OFFICIAL_L0 = "hf://mit-han-lab/efficientvit-sam/efficientvit_sam_l0.pt"
@@ -60,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
             f"meaningless; for real labels use e.g. --model efficientvit-sam-l0 --weights {OFFICIAL_L0}"
         )
     try:
-        result = label_output(labeling, opened, labeling.plan, started_at=start)
+        result = label_output(labeling, opened, labeling.plan.table, started_at=start)
     except Exception as e:  # the run failed after work started: no _SUCCESS, rerun to resume
         log.debug("run failed", exc_info=True)
         message = f"the run failed ({describe_failure(e)}); rerun the same command to resume"
         return fail_run(summary, args.summary_json, cfg, EXIT_FAILED, "failed", message)
-    print(result.pop("line"))
-    emit_summary({**summary, **result, "status": "complete", "exit_code": EXIT_OK}, args.summary_json, cfg)
+    print(result.summary_line())
+    emit_summary({**summary, **result.to_json(), "status": "complete", "exit_code": EXIT_OK}, args.summary_json, cfg)
     return EXIT_OK
 
 

@@ -17,7 +17,8 @@ import time
 
 from pipeline.config.sections import LabelConfig
 from pipeline.labeling.cli import add_labeling_arguments, config_from_args, setup_logging
-from pipeline.labeling.driver import (
+from pipeline.labeling.prepare import prepare_labeling
+from pipeline.labeling.summary import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_LOCKED,
@@ -25,7 +26,6 @@ from pipeline.labeling.driver import (
     describe_failure,
     emit_summary,
     fail_run,
-    prepare_labeling,
 )
 from pipeline.nightly.lock import LockHeldError
 from pipeline.nightly.night import NightFailedError, NightOptions, night_config, run_night

@@ -1,11 +1,8 @@
-"""Rules of the labeling job's configuration: cross-field validation before any work, and which settings make up
-the labels (their fingerprint decides whether a nightly run may reuse earlier output)."""
+"""Cross-field rules of the labeling configuration, checked on the driver before any work (the range of each single
+field is declared on the field itself, :mod:`pipeline.config.sections`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pipeline.config.loading import fingerprint, to_dict
 from pipeline.config.rules import require_at_least_one, require_fractions
 from pipeline.config.sections import ConfigError, GridConfig, LabelConfig
 
@@ -96,38 +93,3 @@ def grid_prompts_per_image(grid: GridConfig) -> int:
         side = max(1, int(grid.points_per_side / grid.crop_n_points_downscale_factor**layer))
         total += (2**layer) ** 2 * side * side
     return total
-
-
-_NOT_LABELS = ("weights", "batch_size", "actors", "num_gpus")  # where a prompt model lives and how it runs
-
-
-def labeling_settings(
-    cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None
-) -> dict[str, Any]:
-    """What decides the labels of an image: model, weights, prompts and thresholds (not where anything lives).
-
-    ``prompt_weights_sha256`` identifies the detector (yolo) or proposal head (autoppn) weights.
-    """
-    data = to_dict(cfg)
-    mode = cfg.prompts.mode
-    params = {k: v for k, v in data[mode].items() if k not in _NOT_LABELS} if mode in data else {}
-    settings = {
-        "model": {k: data["model"][k] for k in ("name", "backend", "precision")},
-        # Added only when not fp32, so that the labels of runs made before the option keep their fingerprint.
-        **({"decoder_precision": cfg.model.decoder_precision} if cfg.model.decoder_precision != "fp32" else {}),
-        "weights_sha256": weights_sha256,
-        "prompts": mode,
-        "params": params,
-        "decode": {k: data["decode"][k] for k in ("max_file_bytes", "max_pixels")},
-        "limits": {k: data["segment"][k] for k in ("max_prompts_per_image", "max_masks_per_image")},
-    }
-    if mode in ("yolo", "autoppn"):
-        settings["prompt_weights_sha256"] = prompt_weights_sha256
-    return settings
-
-
-def label_fingerprint(cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None) -> str:
-    """Identity of a run, for resume: its labeling settings, its inputs and its run id."""
-    data = to_dict(cfg)
-    inputs = {"input": data["input"], "prompts_file": cfg.prompts.file, "run_id": cfg.output.run_id}
-    return fingerprint({**labeling_settings(cfg, weights_sha256, prompt_weights_sha256), **inputs})

@@ -31,8 +31,10 @@ from pipeline import schema as col
 from pipeline.config.sections import LabelConfig, StorageConfig
 from pipeline.io import storage as st
 from pipeline.io.run_output import IMAGES, RUN_JSON, read_table
-from pipeline.labeling.driver import Labeling, OpenedOutput, label_output, open_output
-from pipeline.labeling.inputs import InputPlan, remaining
+from pipeline.labeling.inputs import remaining
+from pipeline.labeling.output import OpenedOutput, open_output
+from pipeline.labeling.prepare import Labeling
+from pipeline.labeling.run import label_output
 from pipeline.nightly.ledger import Ledger, read_ledger, write_ledger
 from pipeline.nightly.lock import OutputLock
 from pipeline.nightly.view import publish_run, view_uri, write_latest
@@ -134,14 +136,14 @@ def _new_images(labeling: Labeling, ledger: Ledger, limit: int | None) -> pa.Tab
 def _label_or_adopt(
     labeling: Labeling, opened: OpenedOutput, todo: pa.Table, started_at: float, resumed: bool
 ) -> dict:
-    run_id = opened.cfg.output.run_id
+    run_id = opened.run_id
     if opened.state.complete:
         info = json.loads(st.read_bytes(st.join_uri(opened.cfg.output.uri, RUN_JSON), labeling.cfg.storage))
         print(f"samlabel: run {run_id} had committed but was not recorded; recording it")
         return {"run_id": run_id, "counts": info["counts"], "attempt_images": 0, "adopted": True, "resumed": True}
-    result = label_output(labeling, opened, InputPlan(todo, labeling.plan.categories), started_at)
-    print(result.pop("line"))
-    return {**result, "adopted": False, "resumed": resumed}
+    result = label_output(labeling, opened, todo, started_at)
+    print(result.summary_line())
+    return {**result.to_json(), "adopted": False, "resumed": resumed}
 
 
 def _finalize(labeling: Labeling, root: str, run_id: str, ledger: Ledger, lock: OutputLock) -> Ledger:

@@ -4,7 +4,8 @@ import pytest
 
 from pipeline.config.loading import load_config, to_dict
 from pipeline.config.sections import ConfigError, LabelConfig
-from pipeline.labeling.rules import label_fingerprint, validate_label_config
+from pipeline.labeling.identity import run_fingerprint
+from pipeline.labeling.rules import validate_label_config
 from pipeline.train.autoppn.config import TrainJobConfig, validate_train_config
 from tests.fixtures import REPO
 
@@ -77,13 +78,12 @@ def test_cross_field_rules(overrides, message):
 
 def test_fingerprint_tracks_what_changes_labels():
     base = _valid()
-    assert label_fingerprint(base, "a") == label_fingerprint(_valid("segment.batch_size=16", "output.uri=o2"), "a")
-    assert label_fingerprint(base, "a") != label_fingerprint(base, "b")  # other weights
-    assert label_fingerprint(base, "a") != label_fingerprint(_valid("grid.pred_iou_thresh=0.5"), "a")
+    assert run_fingerprint(base, "a") == run_fingerprint(_valid("segment.batch_size=16", "output.uri=o2"), "a")
+    assert run_fingerprint(base, "a") != run_fingerprint(base, "b")  # other weights
+    assert run_fingerprint(base, "a") != run_fingerprint(_valid("grid.pred_iou_thresh=0.5"), "a")
 
 
 def test_documented_default_config_file_equals_the_defaults():
-
     path = REPO / "jobs" / "configs" / "label.yaml"
     assert load_config(LabelConfig, path) == LabelConfig()
 
