@@ -42,14 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from operators.rows import mark_error
 from pipeline.config.sections import DecodeConfig
 from pipeline.prompts.yolo import resize_for_detector
 from pipeline.schema import (
     DETECT_H,
     DETECT_W,
-    ERROR_MESSAGE,
-    ERROR_STAGE,
-    ERROR_TYPE,
     IMAGE_BYTES,
     IMAGE_DETECT_RGB,
     IMAGE_HEIGHT,
@@ -66,7 +64,6 @@ from pipeline.segment.geometry import resize_longest_side
 
 STAGE = "decode"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-_MAX_MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -120,8 +117,7 @@ def decode_images(
         sizes[INPUT_H][i], sizes[INPUT_W][i] = result.input_hw
         sizes[IMAGE_HEIGHT][i], sizes[IMAGE_WIDTH][i] = result.image_hw
         if result.error is not None:
-            errors[ERROR_STAGE][i] = STAGE
-            errors[ERROR_TYPE][i], errors[ERROR_MESSAGE][i] = result.error
+            mark_error(errors, i, STAGE, *result.error)
     out = {k: v for k, v in batch.items() if k != IMAGE_BYTES}
     if detect_side is None:
         del sizes[DETECT_H], sizes[DETECT_W]
@@ -148,7 +144,7 @@ def _decode_one(
             image = _to_rgb(ImageOps.exif_transpose(im))
         resized = resize_longest_side(image, long_side)
     except Exception as exc:  # whatever one file does becomes that file's error row
-        return _Decoded(image_hw=declared, error=(_error_type(exc), _one_line(exc)))
+        return _Decoded(image_hw=declared, error=(_error_type(exc), _describe(exc)))
     original = image.tobytes() if keep_original else b""
     detect, detect_hw = b"", (0, 0)
     if detect_side is not None:
@@ -197,12 +193,11 @@ def _error_type(exc: Exception) -> str:
     return "decode_failed"
 
 
-def _one_line(exc: Exception) -> str:
+def _describe(exc: Exception) -> str:
     if isinstance(exc, UnidentifiedImageError):
         # PIL's text names the BytesIO object's address, which would make reruns differ.
         return "UnidentifiedImageError: Pillow cannot identify the image format"
-    text = " ".join(str(exc).split()) or "no details"
-    return f"{type(exc).__name__}: {text}"[:_MAX_MESSAGE_CHARS]
+    return f"{type(exc).__name__}: {str(exc) or 'no details'}"
 
 
 def _defer_pil_limit_to(max_pixels: int) -> None:

@@ -17,6 +17,7 @@ import logging
 
 import numpy as np
 
+from operators.rows import run_rows
 from pipeline import schema as col
 from pipeline.config.sections import StorageConfig, YoloConfig
 from pipeline.ids import annotation_id_for
@@ -36,20 +37,9 @@ class Detect:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])
         errors = col.error_columns(batch, n)
-        found: list[Detections | None] = [None] * n
         ok = [i for i in range(n) if not col.has_error(errors, i)]
-        try:
-            for i, detections in zip(ok, self._detect(batch, ok), strict=True):
-                found[i] = detections
-        except Exception:  # isolate the image that fails; the rest of the batch is still detected
-            log.exception("detect batch failed; retrying its images one by one")
-            for i in ok:
-                try:
-                    found[i] = self._detect(batch, [i])[0]
-                except Exception as e:
-                    errors[col.ERROR_STAGE][i] = "detect"
-                    errors[col.ERROR_TYPE][i] = type(e).__name__
-                    errors[col.ERROR_MESSAGE][i] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        done = run_rows("detect", ok, lambda rows: self._detect(batch, rows), errors)
+        found: list[Detections | None] = [done.get(i) for i in range(n)]
         out = {k: v for k, v in batch.items() if k not in (col.IMAGE_DETECT_RGB, col.DETECT_H, col.DETECT_W)}
         out.update(errors)
         out.update(_prompt_columns(batch[col.IMAGE_ID], found))

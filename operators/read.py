@@ -16,13 +16,10 @@ import time
 
 import numpy as np
 
+from operators.rows import mark_error
 from pipeline.config.sections import StorageConfig
 from pipeline.io.storage import FileTooLargeError, describe_error, read_bytes
-from pipeline.redact import redact
 from pipeline.schema import (
-    ERROR_MESSAGE,
-    ERROR_STAGE,
-    ERROR_TYPE,
     IMAGE_BYTES,
     IMAGE_URI,
     error_columns,
@@ -31,7 +28,6 @@ from pipeline.schema import (
 )
 
 STAGE = "read"
-_MAX_MESSAGE_CHARS = 500
 
 
 def read_images(batch: dict[str, np.ndarray], storage: StorageConfig, max_file_bytes: int) -> dict[str, np.ndarray]:
@@ -50,9 +46,7 @@ def read_images(batch: dict[str, np.ndarray], storage: StorageConfig, max_file_b
         try:
             data[i] = read_bytes(str(uri), storage, max_bytes=max_file_bytes)
         except Exception as exc:  # whatever one file does becomes that file's error row
-            errors[ERROR_STAGE][i] = STAGE
-            errors[ERROR_TYPE][i] = _error_type(exc)
-            errors[ERROR_MESSAGE][i] = _message(exc)
+            mark_error(errors, i, STAGE, _error_type(exc), _message(exc))
         seconds[i] = time.perf_counter() - start
     return {**batch, IMAGE_BYTES: data, **errors, seconds_column(STAGE): seconds}
 
@@ -67,5 +61,4 @@ def _error_type(exc: Exception) -> str:
 
 def _message(exc: Exception) -> str:
     # Our own storage errors already name the URI in one line; keep the type name only for foreign ones.
-    text = str(exc) if isinstance(exc, (FileNotFoundError, FileTooLargeError)) else describe_error(exc)
-    return redact(" ".join(text.split()))[:_MAX_MESSAGE_CHARS]
+    return str(exc) if isinstance(exc, (FileNotFoundError, FileTooLargeError)) else describe_error(exc)

@@ -24,6 +24,7 @@ import os
 import numpy as np
 import torch
 
+from operators.rows import run_rows
 from pipeline import schema as col
 from pipeline.config.sections import (
     AutoPPNConfig,
@@ -96,22 +97,11 @@ class Segment:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])
-        results: list[ImageMasks | None] = [None] * n
         errors = col.error_columns(batch, n)
         ok = [i for i in range(n) if not col.has_error(errors, i)]
         timer = StageTimer()
-        try:
-            for i, masks in zip(ok, self._segment(batch, ok, timer), strict=True):
-                results[i] = masks
-        except Exception:  # isolate the image that fails; the rest of the batch is still labeled
-            log.exception("segment batch failed; retrying its images one by one")
-            for i in ok:
-                try:
-                    results[i] = self._segment(batch, [i], timer)[0]
-                except Exception as e:
-                    errors[col.ERROR_STAGE][i] = "segment"
-                    errors[col.ERROR_TYPE][i] = type(e).__name__
-                    errors[col.ERROR_MESSAGE][i] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        done = run_rows("segment", ok, lambda rows: self._segment(batch, rows, timer), errors)
+        results: list[ImageMasks | None] = [done.get(i) for i in range(n)]
         dropped = np.zeros(n, np.int64)
         if self.max_masks is not None:
             for i, masks in enumerate(results):
