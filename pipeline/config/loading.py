@@ -11,10 +11,11 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
+from pipeline.config.rules import InRange
 from pipeline.config.sections import ConfigError
 
 C = typing.TypeVar("C")
@@ -71,7 +72,7 @@ def _build(cls: type[C], data: Any, prefix: str) -> C:
     name = prefix.rstrip(".") or "config"
     if not isinstance(data, dict):
         raise ConfigError(f"config section {name!r} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -88,6 +89,13 @@ def _build(cls: type[C], data: Any, prefix: str) -> C:
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        value = _coerce(value, args[0], key)
+        for rule in hint.__metadata__:
+            problem = rule.problem(value) if isinstance(rule, InRange) else None
+            if problem:
+                raise ConfigError(f"{key} {problem}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

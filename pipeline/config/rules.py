@@ -1,30 +1,49 @@
-"""Range checks of a loaded config, by dotted key (``section.field``), raising ConfigError that names the key."""
+"""Range rules declared on config fields: ``pred_iou_thresh: Fraction = 0.88``. Loading a config checks every
+annotated field and names the key of a value out of range (:mod:`pipeline.config.loading`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pipeline.config.sections import ConfigError
-
-
-def require_at_least_one(config: Any, *keys: str) -> None:
-    """ConfigError naming the first dotted key (``section.field``) of ``config`` whose value is below 1 (None, a
-    default chosen later, passes)."""
-    for key in keys:
-        value = _value_at(config, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
+from dataclasses import dataclass
+from typing import Annotated
 
 
-def require_fractions(config: Any, *keys: str) -> None:
-    """ConfigError naming the first dotted key of ``config`` whose value is outside [0, 1]."""
-    for key in keys:
-        value = _value_at(config, key)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{key} must be between 0 and 1, got {value}")
+@dataclass(frozen=True)
+class InRange:
+    """Allowed values ``low <= v <= high`` (``low < v`` when ``low_open``); None leaves that side open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of range ("must be ..."), or None when it is allowed."""
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and value > self.high
+        if not (below or above):
+            return None
+        low, high = _number(self.low), _number(self.high)
+        if self.high is None:
+            if self.low_open:
+                return "must be positive" if self.low == 0 else f"must be above {low}"
+            return "must not be negative" if self.low == 0 else f"must be at least {low}"
+        if self.low is None:
+            return f"must be at most {high}"
+        return f"must be in ({low}, {high}]" if self.low_open else f"must be between {low} and {high}"
 
 
-def _value_at(config: Any, key: str) -> Any:
-    for name in key.split("."):
-        config = getattr(config, name)
-    return config
+Fraction = Annotated[float, InRange(0.0, 1.0)]
+"""A threshold or share in [0, 1]."""
+AtLeastOne = Annotated[int, InRange(1)]
+"""A count or size of at least 1."""
+NonNegative = Annotated[int, InRange(0)]
+"""A count or size of at least 0."""
+NonNegativeFloat = Annotated[float, InRange(0.0)]
+"""A distance or area of at least 0."""
+Positive = Annotated[float, InRange(0.0, low_open=True)]
+"""A rate above 0."""
+UnitInterval = Annotated[float, InRange(0.0, 1.0, low_open=True)]
+"""A share in (0, 1]."""
+
+
+def _number(value: float | None) -> str:
+    return f"{value:g}" if value is not None else ""

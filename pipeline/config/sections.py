@@ -1,12 +1,15 @@
 """Typed, strict job configuration: dataclass defaults < YAML file < command line (``--set section.key=value``).
 
-Every field has a one-line docstring; closed choices are ``Literal``. Operators receive only their own section.
+Every field has a one-line docstring; closed choices are ``Literal``, ranges the types of :mod:`pipeline.config.rules`
+(checked on load). Operators receive only their own section.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pipeline.config.rules import AtLeastOne, Fraction, NonNegative, NonNegativeFloat
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Images per segment-actor call when segment.batch_size is unset.
@@ -29,7 +32,7 @@ class InputConfig:
     """File extensions listed from folders and prefixes (case-insensitive)."""
     manifest_column: str | None = None
     """Manifest column holding the URIs; default: image_uri, uri, path or url."""
-    limit: int | None = None
+    limit: AtLeastOne | None = None
     """Label only the first N images (sorted by image id); for smoke runs."""
     allowed_roots: tuple[str, ...] = ()
     """Folders/prefixes every image URI must lie in, else the run is refused; default: --input (a manifest: any)."""
@@ -83,9 +86,9 @@ class BoxesConfig:
 
     multimask: bool = True
     """Take the best of 3 masks by predicted IoU (the official box protocol); false uses the single-mask token."""
-    pred_iou_thresh: float = 0.0
+    pred_iou_thresh: Fraction = 0.0
     """Drop masks whose predicted IoU is not above this (0 keeps every box's mask)."""
-    stability_score_thresh: float = 0.0
+    stability_score_thresh: Fraction = 0.0
     """Drop masks whose stability score is below this (0 keeps every box's mask)."""
     stability_score_offset: float = 1.0
     """Logit offset for the stability score."""
@@ -99,23 +102,23 @@ class YoloConfig:
     """Ultralytics .pt detector weights: local path, s3://... or hf://owner/repo/file (required for yolo)."""
     weights_sha256: str | None = None
     """Expected sha256 of the detector weights."""
-    imgsz: int = 1024
+    imgsz: AtLeastOne = 1024
     """Detector input size (long side); images reach the detector resized to it (MobileSAMv2: 1024)."""
-    conf: float = 0.4
+    conf: Fraction = 0.4
     """Detector confidence threshold (MobileSAMv2: 0.4)."""
-    iou: float = 0.9
+    iou: Fraction = 0.9
     """Detector NMS IoU threshold (MobileSAMv2: 0.9)."""
-    max_det: int = 300
+    max_det: AtLeastOne = 300
     """Boxes kept per image (ultralytics' default, as MobileSAMv2)."""
     classes: tuple[int | str, ...] = ()
     """Keep only these classes (indices or names); empty keeps all."""
-    border_snap_px: float = 20.0
+    border_snap_px: NonNegativeFloat = 20.0
     """Box sides within this many original pixels of the image border are snapped to it (MobileSAMv2: 20)."""
-    pred_iou_thresh: float = 0.0
+    pred_iou_thresh: Fraction = 0.0
     """Drop masks whose predicted IoU is not above this (0 keeps every box's mask, as MobileSAMv2)."""
-    stability_score_thresh: float = 0.0
+    stability_score_thresh: Fraction = 0.0
     """Drop masks whose stability score is below this (0 keeps every box's mask)."""
-    batch_size: int = 8
+    batch_size: AtLeastOne = 8
     """Images per detector call."""
     actors: int | None = None
     """Detector actors; default one per GPU in the cluster, or 1 without GPUs."""
@@ -133,23 +136,23 @@ class AutoPPNConfig:
     """Expected sha256 of the AutoPPN weights."""
     prompt_mode: Literal["box+point", "box", "point"] = "box+point"
     """Prompt per peak: its point and box (single-mask token), its box only, or its point only (best of 3 masks)."""
-    score_thresh: float = 0.3
+    score_thresh: Fraction = 0.3
     """Point-NMS: minimum heatmap value of a peak."""
-    nms_radius: float = 1.0
+    nms_radius: NonNegativeFloat = 1.0
     """Point-NMS: peaks within this many output cells of a better peak of the same size group are dropped."""
-    top_n: int = 256
+    top_n: AtLeastOne = 256
     """Prompts kept per image, best heatmap values first."""
-    pred_iou_thresh: float = 0.8
+    pred_iou_thresh: Fraction = 0.8
     """Keep masks whose predicted IoU is strictly above this."""
-    stability_score_thresh: float = 0.85
+    stability_score_thresh: Fraction = 0.85
     """Keep masks whose stability score is at least this."""
     stability_score_offset: float = 1.0
     """Logit offset for the stability score."""
-    box_nms_thresh: float = 0.7
+    box_nms_thresh: Fraction = 0.7
     """Box IoU for non-maximum suppression of the masks."""
-    min_mask_region_area: int = 0
+    min_mask_region_area: NonNegative = 0
     """Remove islands and holes smaller than this many pixels (0 = off)."""
-    max_mask_area_frac: float = 0.95
+    max_mask_area_frac: Fraction = 0.95
     """Drop masks covering more than this fraction of the image."""
 
 
@@ -163,7 +166,7 @@ class StorageConfig:
     """Region; default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
     s3_anonymous: bool = False
     """Unsigned requests (public buckets)."""
-    max_attempts: int = 10
+    max_attempts: AtLeastOne = 10
     """Attempts per storage request, with exponential backoff, before a read or write fails."""
 
 
@@ -171,11 +174,11 @@ class StorageConfig:
 class DecodeConfig:
     """Reading and decoding images on CPU tasks."""
 
-    max_file_bytes: int = 256 * 1024 * 1024
+    max_file_bytes: AtLeastOne = 256 * 1024 * 1024
     """Larger files are recorded in errors/ as too_large without being read."""
-    max_pixels: int = 100_000_000
+    max_pixels: AtLeastOne = 100_000_000
     """Images whose declared width×height exceeds this are recorded as too_large without being decoded."""
-    batch_size: int = 16
+    batch_size: AtLeastOne = 16
     """Images per read/decode task (at most ``output.images_per_part``)."""
     num_cpus: float = 1.0
     """CPUs reserved per decode task."""
@@ -185,29 +188,29 @@ class DecodeConfig:
 class GridConfig:
     """Segment-everything prompts: SAM's automatic mask generator semantics, filtered on low-res logits."""
 
-    points_per_side: int = 32
+    points_per_side: AtLeastOne = 32
     """Grid points per side on the full image (crop layer n uses points_per_side / downscale_factor**n)."""
-    points_per_batch: int = 64
+    points_per_batch: AtLeastOne = 64
     """Point prompts per decoder call (shared across images)."""
-    pred_iou_thresh: float = 0.88
+    pred_iou_thresh: Fraction = 0.88
     """Keep masks whose predicted IoU is strictly above this."""
-    stability_score_thresh: float = 0.95
+    stability_score_thresh: Fraction = 0.95
     """Keep masks whose stability score is at least this."""
     stability_score_offset: float = 1.0
     """Logit offset for the stability score."""
-    box_nms_thresh: float = 0.7
+    box_nms_thresh: Fraction = 0.7
     """Box IoU for non-maximum suppression within a crop."""
-    crop_n_layers: int = 0
+    crop_n_layers: NonNegative = 0
     """Extra layers of image crops (0 = whole image only)."""
-    crop_nms_thresh: float = 0.7
+    crop_nms_thresh: Fraction = 0.7
     """Box IoU for non-maximum suppression across crops."""
     crop_overlap_ratio: float = 512 / 1500
     """Overlap of neighbouring crops, as a fraction of the image side."""
-    crop_n_points_downscale_factor: int = 1
+    crop_n_points_downscale_factor: AtLeastOne = 1
     """Points per side are divided by this factor in each further crop layer."""
-    min_mask_region_area: int = 0
+    min_mask_region_area: NonNegative = 0
     """Remove islands and holes smaller than this many pixels (0 = off)."""
-    max_mask_area_frac: float = 0.95
+    max_mask_area_frac: Fraction = 0.95
     """Drop masks covering more than this fraction of the image (SA-1B drops near-full-image masks)."""
     exact: bool = False
     """true: the reference generator's output: stability, boxes and box NMS on every candidate upsampled to full
@@ -218,10 +221,10 @@ class GridConfig:
 class SegmentConfig:
     """The segment actor (encoder → prompts → mask decoder → filter → RLE): resources and batching."""
 
-    batch_size: int | None = None
+    batch_size: AtLeastOne | None = None
     """Images per actor call (one encoder forward); default 4 on a CPU actor, 32 on a GPU actor (a GPU is kept busy
     only by large batches)."""
-    decoder_chunk: int = 64
+    decoder_chunk: AtLeastOne = 64
     """Prompts per mask-decoder forward, shared across images; bounds memory."""
     actors: int | None = None
     """Segment actors; default one per GPU in the cluster, or 1 without GPUs."""
@@ -231,14 +234,13 @@ class SegmentConfig:
     """CPUs reserved per actor; default 2 with a GPU, else all CPUs but one."""
     threads: int | None = None
     """Compute threads of the actor (torch / ONNX Runtime); default: all cores on CPU, num_cpus with a GPU."""
-    max_prompts_per_image: int = 25_000
+    max_prompts_per_image: AtLeastOne = 25_000
     """Boxes past this are dropped (file order kept) and counted; a grid making more prompts is refused."""
-    max_masks_per_image: int = 5_000
+    max_masks_per_image: AtLeastOne = 5_000
     """Masks past this are dropped, lowest score first, and counted (images.masks_dropped, run.json)."""
     keep_freed_memory: bool = True
     """CPU actors: glibc keeps freed memory for the next tensor instead of returning it to the OS (no page faults
-    on every large tensor; the bf16 decoder runs ~1.7× faster on 2 cores); resident memory then stays near its
-    peak. See pipeline/runtime/allocator.py."""
+    on every large tensor; docs/performance.md); resident memory then stays near its peak."""
 
     def images_per_call(self, gpu: bool) -> int:
         """``batch_size``, or its default for a CPU or a GPU actor."""
@@ -257,13 +259,13 @@ class OutputConfig:
     """Mask encoding in coco.json; Parquet always has RLE."""
     run_id: str | None = None
     """Run id stored in every row; default: a hash of the labeling settings (model, weights, prompts, thresholds)."""
-    images_per_part: int = 256
+    images_per_part: AtLeastOne = 256
     """Images per part file written by one write task: the unit of resume after a crash. Parts reach the output
     while the run goes on; a crash loses the images of the tasks in flight and of the part being gathered (about
     two parts)."""
     report: bool = True
     """Write report/ at commit: an HTML review page (counts, histograms, image lists, overlays of a sample)."""
-    report_sample: int = 12
+    report_sample: NonNegative = 12
     """Images drawn with their masks in the report (the extremes first, then a deterministic sample)."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.config.rules import require_at_least_one
+from pipeline.config.rules import AtLeastOne, Positive, UnitInterval
 from pipeline.config.sections import ConfigError, ModelConfig, RayConfig, StorageConfig
 
 
@@ -31,7 +31,7 @@ class DataConfig:
 class HeadConfig:
     """The AutoPPN architecture (written to the checkpoint's card)."""
 
-    channels: int = 128
+    channels: AtLeastOne = 128
     """Width C of the head."""
     mspm_blocks: int = 2
     """MSPM blocks."""
@@ -45,11 +45,11 @@ class HeadConfig:
 class OptimConfig:
     """Schedule and losses."""
 
-    epochs: int = 12
+    epochs: AtLeastOne = 12
     """Passes over the training set."""
-    batch_size: int = 16
+    batch_size: AtLeastOne = 16
     """Images per step and worker."""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """AdamW learning rate (cosine decay to 0 over the run)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
@@ -73,9 +73,9 @@ class EmbeddingsConfig:
     """Encode every image once into fp16 shards and reuse them (across epochs and reruns); false encodes each step."""
     dir: str | None = None
     """Where shards live (local or s3://); default <output>/embeddings."""
-    shard_size: int = 64
+    shard_size: AtLeastOne = 64
     """Images per shard (one Ray task each)."""
-    batch_size: int = 8
+    batch_size: AtLeastOne = 8
     """Images per encoder call."""
 
 
@@ -85,7 +85,7 @@ class ValConfig:
 
     mask_source: Literal["decoder", "box"] = "decoder"
     """decoder: the SAM mask decoder on the prompts (no filters); box: the regressed boxes themselves as masks."""
-    iou: float = 0.5
+    iou: UnitInterval = 0.5
     """A ground-truth mask is recalled by a predicted mask with at least this mask IoU."""
     prompt_mode: Literal["box+point", "box", "point"] = "box+point"
     """Prompts given to the decoder."""
@@ -93,9 +93,9 @@ class ValConfig:
     """Point-NMS score threshold."""
     nms_radius: float = 1.0
     """Point-NMS radius in output cells."""
-    top_n: int = 256
+    top_n: AtLeastOne = 256
     """Prompts per image."""
-    every: int = 1
+    every: AtLeastOne = 1
     """Validate every N epochs (and after the last)."""
 
 
@@ -103,7 +103,7 @@ class ValConfig:
 class WorkersConfig:
     """Ray Train workers."""
 
-    num_workers: int = 1
+    num_workers: AtLeastOne = 1
     """Data-parallel workers."""
     use_gpu: bool | None = None
     """One GPU per worker; default: when the cluster has GPUs."""
@@ -141,18 +141,3 @@ def validate_train_config(cfg: TrainJobConfig) -> None:
         raise ConfigError(f"model.name: {e}") from None
     if cfg.head.out_stride not in (8, 16):
         raise ConfigError(f"head.out_stride must be 8 or 16, got {cfg.head.out_stride}")
-    require_at_least_one(
-        cfg,
-        "head.channels",
-        "optim.epochs",
-        "optim.batch_size",
-        "embeddings.shard_size",
-        "embeddings.batch_size",
-        "val.top_n",
-        "val.every",
-        "workers.num_workers",
-    )
-    if not 0.0 < cfg.val.iou <= 1.0:
-        raise ConfigError(f"val.iou must be in (0, 1], got {cfg.val.iou}")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")

@@ -1,9 +1,12 @@
 """Config precedence (defaults < YAML < --set), strictness, one-line errors naming the key, cross-field rules."""
 
+import re
+
 import pytest
 
+from pipeline.config.document import defaults_yaml, field_docs
 from pipeline.config.loading import load_config, to_dict
-from pipeline.config.sections import ConfigError, LabelConfig
+from pipeline.config.sections import ConfigError, GridConfig, LabelConfig
 from pipeline.labeling.identity import run_fingerprint
 from pipeline.labeling.rules import validate_label_config
 from pipeline.train.autoppn.config import TrainJobConfig, validate_train_config
@@ -86,6 +89,10 @@ def test_fingerprint_tracks_what_changes_labels():
 def test_documented_default_config_file_equals_the_defaults():
     path = REPO / "jobs" / "configs" / "label.yaml"
     assert load_config(LabelConfig, path) == LabelConfig()
+    # Keys, defaults and their documentation come from the dataclasses: the file is generated, not kept by hand.
+    assert path.read_text() == defaults_yaml(), "regenerate it with: python -m pipeline.config.document"
+    docs = field_docs(GridConfig)
+    assert docs["pred_iou_thresh"].startswith("Keep masks whose predicted IoU is strictly above this")
 
 
 @pytest.mark.parametrize(
@@ -99,8 +106,23 @@ def test_documented_default_config_file_equals_the_defaults():
 )
 def test_training_job_rules_name_the_key(overrides, message):
     required = ["output=out", "data.train=t.json", "data.val=v.json", "model.name=mini-l"]
-    cfg = load_config(TrainJobConfig, None, required + overrides)
-    with pytest.raises(ConfigError) as excinfo:
-        validate_train_config(cfg)
+    with pytest.raises(ConfigError) as excinfo:  # ranges fail on load, cross-field rules on validation
+        validate_train_config(load_config(TrainJobConfig, None, required + overrides))
     assert message in str(excinfo.value)
     validate_train_config(load_config(TrainJobConfig, None, required))  # the defaults pass
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grid.crop_n_layers=-1", "grid.crop_n_layers must not be negative, got -1"),
+        ("autoppn.nms_radius=-0.5", "autoppn.nms_radius must not be negative, got -0.5"),
+        ("segment.batch_size=0", "segment.batch_size must be at least 1, got 0"),
+        ("input.limit=0", "input.limit must be at least 1, got 0"),
+        ("boxes.stability_score_thresh=-0.1", "boxes.stability_score_thresh must be between 0 and 1, got -0.1"),
+    ],
+)
+def test_ranges_declared_on_the_fields_fail_on_load_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(LabelConfig, None, [override])
+    assert load_config(LabelConfig, None, ["segment.batch_size=null"]).segment.batch_size is None  # unset is fine
