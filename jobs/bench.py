@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from jobs.cli import prog
 from pipeline.bench.benchmark import BenchOptions, run_bench
 from pipeline.bench.report import format_table, format_throughput
 from pipeline.config.loading import load_config
@@ -35,7 +36,7 @@ FLAGS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.bench"), description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, help="folder of photos (default: generate --images photo-like JPEGs)")
     parser.add_argument("--images", type=int, default=4, help="images to generate, or the most to take from --input")
     parser.add_argument("--size", default="1536x2048", help="HxW of generated images (default 1536x2048, 3.1 MP)")

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageOps
 
+from jobs.cli import prog
 from pipeline.config.loading import load_config
 from pipeline.config.sections import ConfigError, LabelConfig
 from pipeline.io.listing import list_images
@@ -27,7 +28,7 @@ from pipeline.models.checkpoint import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.compare_prompts", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.compare_prompts"), description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="folder, file://, s3://bucket/prefix, or a manifest")
     parser.add_argument("--model", default="efficientvit-sam-l0", help="SAM model name")
     parser.add_argument("--weights", help="SAM weights: local path, s3://... or hf://...")

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from jobs.cli import prog
 from pipeline.config.sections import ConfigError, ModelConfig, StorageConfig
 from pipeline.evaluation.evaluate import EvalRequest, evaluate, summary_lines
 from pipeline.io import storage as st
@@ -25,7 +26,7 @@ from pipeline.models import resolve_name
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.evaluate"), description=__doc__.splitlines()[0])
     parser.add_argument("--gt", required=True, help="COCO instances JSON (local or s3://)")
     parser.add_argument("--images", help="folder or s3:// prefix the GT file_names are relative to")
     parser.add_argument("--output", help="results JSON to write (local or s3://)")

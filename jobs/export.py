@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from jobs.cli import prog
 from pipeline.models import create_model, resolve_name
 from pipeline.runtime.export import export_onnx
 
@@ -28,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m jobs.export", description="Export EfficientViT-SAM to ONNX (encoder + decoder).")
+    parser = _Parser(prog=prog("jobs.export"), description="Export EfficientViT-SAM to ONNX (encoder + decoder).")
     parser.add_argument("--model", required=True, help="registry name, e.g. efficientvit-sam-l0 or l0")
     parser.add_argument("--weights", help="checkpoint URI (local path, s3://, hf://); random weights when omitted")
     parser.add_argument("--output", required=True, help="local output folder (file:// accepted)")

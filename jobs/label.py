@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 
+from jobs.cli import prog
 from pipeline.config.sections import LabelConfig
 from pipeline.labeling.cli import add_labeling_arguments, config_from_args, setup_logging
 from pipeline.labeling.output import open_output
@@ -26,7 +27,7 @@ log = logging.getLogger("samlabel")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.label", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.label"), description=__doc__.splitlines()[0])
     add_labeling_arguments(parser, output_help="output folder (local, file:// or s3://)")
     return parser.parse_args(argv)
 

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 
+from jobs.cli import prog
 from pipeline.config.sections import LabelConfig
 from pipeline.labeling.cli import add_labeling_arguments, config_from_args, setup_logging
 from pipeline.labeling.prepare import prepare_labeling
@@ -34,7 +35,7 @@ log = logging.getLogger("samlabel")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.nightly", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.nightly"), description=__doc__.splitlines()[0])
     add_labeling_arguments(parser, output_help=argparse.SUPPRESS)
     parser.add_argument("--output-root", help="output root holding runs/, view/, latest.json and the ledger")
     parser.add_argument(

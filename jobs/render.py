@@ -13,12 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from jobs.cli import prog
 from pipeline.config.sections import StorageConfig
 from pipeline.report.write import render_image
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.render", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.render"), description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the labeling run's output folder (local or s3://)")
     parser.add_argument("--image-id", required=True, help="image_id as in annotations/ (path relative to the input)")
     parser.add_argument("--out", default="overlay.png", help="PNG file to write (default overlay.png)")

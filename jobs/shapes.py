@@ -13,11 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from jobs.cli import prog
 from pipeline.datasets.shapes import write_split
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.shapes", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.shapes"), description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--split", default="val", help="split name (folder and JSON name)")
     parser.add_argument("--num-images", type=int, default=200, help="number of images")

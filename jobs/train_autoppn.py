@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from jobs.cli import prog
 from pipeline.config.loading import load_config
 from pipeline.config.sections import ConfigError
 from pipeline.train.autoppn.config import TrainJobConfig, validate_train_config
@@ -29,7 +30,7 @@ FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.train_autoppn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.train_autoppn"), description=__doc__.splitlines()[0])
     parser.add_argument("--train", help="COCO instances .json or SA-1B folder (local or s3://)")
     parser.add_argument("--val", help="held-out validation set, same formats")
     parser.add_argument("--output", help="output folder (local or s3://)")

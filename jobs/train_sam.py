@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
+from jobs.cli import prog
 from pipeline.models.checkpoint import CheckpointError
 from pipeline.train.sam.data import CocoMasks
 from pipeline.train.sam.training import TrainConfig, train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.train_sam", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog("jobs.train_sam"), description=__doc__.splitlines()[0])
     parser.add_argument("--train-json", required=True, help="COCO instances file with RLE or polygon masks")
     parser.add_argument("--images", required=True, help="folder the file_names are relative to")
     parser.add_argument("--out", required=True, help="output .safetensors path")
