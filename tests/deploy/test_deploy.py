@@ -30,6 +30,7 @@ def _check_entrypoint(entrypoint: str) -> None:
 def _check_ray_cluster(spec: dict) -> None:
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] and spec["workerGroupSpecs"]
+    assert spec["authOptions"] == {"mode": "token"}  # the submitter and the driver need the cluster's token
     for group in spec["workerGroupSpecs"]:
         container = group["template"]["spec"]["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -62,3 +63,4 @@ def test_airflow_dag_compiles_and_submits_the_nightly_job(tmp_path):
     py_compile.compile(str(dag), cfile=str(tmp_path / "dag.pyc"), doraise=True)
     source = dag.read_text()
     assert "ray job submit" in source and "python -m jobs.nightly" in source and "skip_on_exit_code=3" in source
+    assert "export RAY_AUTH_MODE=token" in source and "samlabel_ray_auth_token" in source
