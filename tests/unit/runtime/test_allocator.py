@@ -12,6 +12,7 @@ import pytest
 
 SCRIPT = """
 import resource, sys, torch
+import pipeline.runtime.load  # what the segment actor has imported when it applies the setting
 from pipeline.runtime import allocator
 print(allocator.keep_freed_memory() if sys.argv[1] == "keep" else False)
 def fill():
