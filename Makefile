@@ -20,10 +20,10 @@ setup: $(BIN)/.installed
 # The demo: generated shapes (validation split), labeled from their GT boxes by the committed demo model, then scored.
 DEMO := out/demo
 demo: setup
-	$(BIN)/python -m jobs.shapes --out $(DEMO)/shapes --split val --num-images 200 --seed 1
-	$(BIN)/python -m jobs.label --config jobs/configs/demo.yaml --input $(DEMO)/shapes/val \
+	$(BIN)/samlabel shapes --out $(DEMO)/shapes --split val --num-images 200 --seed 1
+	$(BIN)/samlabel label --config jobs/configs/demo.yaml --input $(DEMO)/shapes/val \
 	  --prompts-file $(DEMO)/shapes/val.json --output $(DEMO)/labels
-	$(BIN)/python -m jobs.evaluate --gt $(DEMO)/shapes/val.json --labels $(DEMO)/labels --protocols box \
+	$(BIN)/samlabel evaluate --gt $(DEMO)/shapes/val.json --labels $(DEMO)/labels --protocols box \
 	  --compare pipeline/models/weights/demo_shapes.json --output $(DEMO)/evaluation.json
 
 # The review report's screenshot test drives a headless Chromium (Debian package); installed when missing and possible.

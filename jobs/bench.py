@@ -4,7 +4,7 @@ Both sides run in this process on the same images and weights, back to back: our
 read, decode, encode, prompts, mask decoder, filter, RLE, Parquet write) and the reference (one image at a time
 through the official predictor's semantics; SAM's automatic mask generator for grids). Prints a short table and
 writes the JSON report (``--json``). ``--encoder-only`` measures encoder throughput per batch size instead (the
-GPU benchmark: ``python -m jobs.bench --device cuda --gpu-table``, see the README's Performance section).
+GPU benchmark: ``python -m jobs.bench --device cuda --gpu-table``, see docs/performance.md).
 """
 
 from __future__ import annotations

@@ -111,8 +111,8 @@ def _mini_xl() -> EfficientViTSam:
 
 
 def _demo_shapes() -> EfficientViTSam:
-    # 256 px input and a 48-channel embedding: the mask decoder (SAM's, ~60 ms per prompt forward+backward on one
-    # CPU core instead of ~640 ms at 256 channels) is what CPU training pays for. Cross-attention keeps the full
+    # 256 px input and a 48-channel embedding: the mask decoder is what CPU training pays for, and its cost grows
+    # with the embedding width (docs/performance.md). Cross-attention keeps the full
     # width (no 2x downsampling): at 32 channels and 8 dims per head a trained model segmented every object
     # whatever the prompt. stage1 is already 64×64 at 256 px, so the neck fuses it unresampled with the attention
     # stage's context.

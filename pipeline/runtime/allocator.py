@@ -4,8 +4,8 @@ PyTorch's CPU tensors come straight from malloc. glibc serves large blocks with 
 threshold that starts at 128 KiB) and hands a freed heap top back to the OS (above the trim threshold), so the
 same large tensor, allocated again for every group of prompts ([P,4096,256] image tokens, upscaled masks), is paid
 for again in page faults: a few µs per 4 KiB page, ~17 ms for 32 MiB before anything is computed. Raising both
-thresholds keeps freed memory in the heap for reuse. On a 2-core CPU the bf16 mask decoder ran 1.7× faster with it.
-The cost: the process's resident memory stays near its peak instead of shrinking between batches.
+thresholds keeps freed memory in the heap for reuse (its effect on the decoder: docs/performance.md). The cost: the
+process's resident memory stays near its peak instead of shrinking between batches.
 """
 
 from __future__ import annotations

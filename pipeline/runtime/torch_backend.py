@@ -21,23 +21,21 @@ from pipeline.segment.geometry import normalize_and_pad
 from pipeline.segment.prompts import PromptBatch
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# On CPU the encoder runs one image per forward: L0 at 512 px on 2 cores gave 3.0 images/s at batch 1 and 2.3 at
-# batch 4 (3.6 and 2.9 channels-last); larger batches only spill the activations out of cache.
+# On CPU the encoder runs one image per forward: larger batches spill the activations out of cache
+# (docs/performance.md, "Constants in the code").
 CPU_ENCODER_BATCH = 1
 # Prompts per fast-decoder group (see TorchSam.__init__).
 CPU_DECODER_GROUP = 8
 GPU_DECODER_GROUP = 64
 # On a CPU, dense prompts (grids, proposals: DecodeHints.dense) take the factored decoder, in groups of
-# FACTORED_DECODER_GROUP; box prompts the fast decoder. L0, bf16, 2 cores, 4 images: 10 box prompts per image 0.29 s
-# (fast) vs 0.36 s (factored), 64 per image 1.53 vs 1.46 s, all upscaled; 256 grid points of one image, none
-# upscaled, 0.78 vs 0.59 s.
+# FACTORED_DECODER_GROUP; box prompts the fast decoder, which is faster for a few prompts per image
+# (docs/performance.md, "Constants in the code").
 FACTORED_DECODER_GROUP = 32
 # Prompts embedded per call of the prompt encoder. Matrix kernels round differently for different row counts, so
 # every call has exactly this many (the last padded): a prompt's result does not depend on its call's size.
 SPARSE_BLOCK = 64
-# Prompts whose bf16 IoU lies this close to the caller's threshold are decoded again in fp32. On the demo model's
-# gate prompts bf16 (encoder and decoder) moved predicted IoUs by 0.016 at most, mostly by far less; its 16×16 grid
-# re-decodes ~2% of its prompts at this margin (+9% decode time) and keeps fp32's masks (11 of 12 without).
+# Prompts whose bf16 IoU lies this close to the caller's threshold are decoded again in fp32, so that whether a
+# mask passes the threshold is fp32's decision (the margin and its cost: docs/performance.md).
 BORDERLINE_IOU = 0.01
 
 

@@ -91,7 +91,7 @@ def count_true(masks: torch.Tensor) -> torch.Tensor:
     """True pixels per mask, [..., H, W] bool → [...] int32."""
     if masks.device.type != "cpu" or masks.numel() == 0:
         return masks.sum((-1, -2), dtype=torch.int32)
-    # numpy counts bytes ~20× faster than torch's bool reduction on CPU (40 ms → 2 ms for ten 3 MP masks).
+    # numpy counts bytes much faster than torch's bool reduction on CPU (docs/performance.md).
     flat = masks.reshape(-1, masks.shape[-2] * masks.shape[-1]).numpy()
     counts = np.fromiter((np.count_nonzero(m) for m in flat), np.int32, count=len(flat))
     return torch.from_numpy(counts).reshape(masks.shape[:-2])

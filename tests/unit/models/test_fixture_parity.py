@@ -1,4 +1,5 @@
-"""Parity with the official EfficientViT-SAM code on the mini_l / mini_xl fixtures, at the fixture README's tolerances.
+"""Parity with the official EfficientViT-SAM code on the mini_l / mini_xl fixtures, at the
+tolerances stated with the fixtures.
 
 Covers: PIL-exact resize, normalisation and padding, the encoder embedding, the dense positional encoding, sparse
 prompt embeddings, and every prompt set (single/multi-point, box, box+point, batched boxes, batched points,
