@@ -19,7 +19,7 @@ from operators.decode import decode_images
 from operators.detect import Detect
 from operators.read import read_images
 from operators.records import to_records
-from operators.segment import Segment
+from operators.segment import Segment, SegmentPrompts
 from pipeline.config.sections import LabelConfig, RayConfig
 from pipeline.models import model_card
 
@@ -101,22 +101,11 @@ def build_label_dataset(
             compute=ActorPoolStrategy(size=detect.actors),
         )
     # GPU actor (logical on CPU machines): encoder → prompts → mask decoder → filter → RLE.
-    segment_kwargs = {
-        "model": cfg.model,
-        "mode": cfg.prompts.mode,
-        "grid": cfg.grid,
-        "boxes": cfg.boxes,
-        "yolo": cfg.yolo,
-        "autoppn": cfg.autoppn,
-        "storage": cfg.storage,
-        "decoder_chunk": cfg.segment.decoder_chunk,
-        "num_threads": cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None),
-        "max_masks": cfg.segment.max_masks_per_image,
-        "keep_freed_memory": cfg.segment.keep_freed_memory,
-    }
+    threads = cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None)
+    segment_args = (cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, threads)
     ds = ds.map_batches(
         Segment,
-        fn_constructor_kwargs=segment_kwargs,
+        fn_constructor_args=segment_args,
         batch_size=resources.batch_size,
         num_gpus=resources.num_gpus,
         num_cpus=resources.num_cpus,

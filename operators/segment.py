@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,8 +31,10 @@ from pipeline.config.sections import (
     AutoPPNConfig,
     BoxesConfig,
     GridConfig,
+    LabelConfig,
     ModelConfig,
     PromptMode,
+    SegmentConfig,
     StorageConfig,
     YoloConfig,
 )
@@ -55,34 +58,45 @@ OUTPUT_LISTS = (
 )
 
 
+@dataclass(frozen=True)
+class SegmentPrompts:
+    """The prompt settings the segment actor reads: the mode and its sections."""
+
+    mode: PromptMode
+    grid: GridConfig = field(default_factory=GridConfig)
+    boxes: BoxesConfig = field(default_factory=BoxesConfig)
+    yolo: YoloConfig = field(default_factory=YoloConfig)
+    """yolo mode: the detector's boxes are decoded with the single-mask token and these thresholds."""
+    autoppn: AutoPPNConfig = field(default_factory=AutoPPNConfig)
+
+    @classmethod
+    def of(cls, cfg: LabelConfig) -> SegmentPrompts:
+        return cls(cfg.prompts.mode, cfg.grid, cfg.boxes, cfg.yolo, cfg.autoppn)
+
+
 class Segment:
     def __init__(
         self,
         model: ModelConfig,
-        mode: PromptMode,
-        grid: GridConfig,
-        boxes: BoxesConfig,
+        prompts: SegmentPrompts,
+        segment: SegmentConfig,
         storage: StorageConfig,
-        decoder_chunk: int,
         num_threads: int | None = None,
-        yolo: YoloConfig | None = None,
-        autoppn: AutoPPNConfig | None = None,
-        max_masks: int | None = None,
-        keep_freed_memory: bool = True,
     ) -> None:
+        """Loads the model (and the AutoPPN head) in this actor; ``num_threads`` default: every core."""
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
-        self.mode, self.grid, self.decoder_chunk, self.max_masks = mode, grid, decoder_chunk, max_masks
-        self.boxes = _box_settings(mode, boxes, yolo or YoloConfig())
-        self.autoppn = autoppn or AutoPPNConfig()
-        self.runtime = load_runtime(model, storage, decoder_chunk)
+        self.mode, self.grid, self.autoppn = prompts.mode, prompts.grid, prompts.autoppn
+        self.boxes = _box_settings(prompts.mode, prompts.boxes, prompts.yolo)
+        self.decoder_chunk, self.max_masks = segment.decoder_chunk, segment.max_masks_per_image
+        self.runtime = load_runtime(model, storage, segment.decoder_chunk)
         if self.runtime.note:
             # Ray forwards a worker's stdout to the driver (its logging stays in the worker's log files).
             print(f"samlabel: segment {self.runtime.note}", flush=True)
-        if keep_freed_memory and self.runtime.device.type == "cpu":
+        if segment.keep_freed_memory and self.runtime.device.type == "cpu":
             allocator.keep_freed_memory()
         self.head = None
-        if mode == "autoppn":
+        if self.mode == "autoppn":
             from pipeline.prompts.autoppn.checkpoint import load_head
 
             if not self.autoppn.weights:

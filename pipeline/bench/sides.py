@@ -25,7 +25,7 @@ from segment_anything.utils.amg import build_all_layer_point_grids, generate_cro
 from operators.decode import decode_images
 from operators.read import read_images
 from operators.records import to_records
-from operators.segment import Segment
+from operators.segment import Segment, SegmentPrompts
 from pipeline import schema as col
 from pipeline.config.sections import LabelConfig
 from pipeline.io.run_output import write_part
@@ -53,16 +53,7 @@ def _sync(device: torch.device) -> None:
 
 
 def make_segment(cfg: LabelConfig) -> Segment:
-    return Segment(
-        cfg.model,
-        cfg.prompts.mode,
-        cfg.grid,
-        cfg.boxes,
-        cfg.storage,
-        cfg.segment.decoder_chunk,
-        cfg.segment.threads,
-        keep_freed_memory=cfg.segment.keep_freed_memory,
-    )
+    return Segment(cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, cfg.segment.threads)
 
 
 def run_ours(

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from operators.detect import Detect
-from operators.segment import Segment
+from operators.segment import Segment, SegmentPrompts
 from pipeline import schema as col
-from pipeline.config.sections import BoxesConfig, GridConfig, ModelConfig, StorageConfig, YoloConfig
+from pipeline.config.sections import ModelConfig, SegmentConfig, StorageConfig, YoloConfig
 from pipeline.prompts.yolo import class_indices, snap_to_border
 from pipeline.segment.masks import decode_rle
 from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights
@@ -75,7 +75,9 @@ def test_segment_decodes_detector_boxes_with_the_single_mask_token(yolo_weights,
     batch, images = _batch()
     prompts = detect(batch)
     sam = ModelConfig(name="mini-l", weights=str(write_fixture_weights(tmp_path / "w.pt", "l")))
-    segment = Segment(sam, "yolo", GridConfig(), BoxesConfig(), StorageConfig(), decoder_chunk=4, yolo=_yolo(weights))
+    segment = Segment(
+        sam, SegmentPrompts("yolo", yolo=_yolo(weights)), SegmentConfig(decoder_chunk=4), StorageConfig()
+    )
     assert segment.boxes.multimask is False
     out = segment(prompts)
     for row, name in enumerate(["img0", "img1"]):

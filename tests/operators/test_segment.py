@@ -8,9 +8,9 @@ through, and a failing image becomes an error row while the rest of the batch is
 import numpy as np
 import pytest
 
-from operators.segment import Segment
+from operators.segment import Segment, SegmentPrompts
 from pipeline import schema as col
-from pipeline.config.sections import BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.config.sections import BoxesConfig, GridConfig, ModelConfig, SegmentConfig, StorageConfig
 from pipeline.segment.masks import decode_rle, mask_iou
 from pipeline.segment.reference import ReferencePredictor
 from tests.fixtures import decoded_batch, fixture_images, fixture_model, write_fixture_weights
@@ -31,7 +31,7 @@ def segment(arch, tmp_path_factory):
     weights = write_fixture_weights(tmp_path_factory.mktemp("w") / f"mini_{arch}.pt", arch)
     # fp32: the official outputs (the default, precision auto, may pick a gated bf16 on this CPU).
     model = ModelConfig(name=f"mini-{arch}", weights=str(weights), precision="fp32", decoder_precision="fp32")
-    return Segment(model, "boxes", GridConfig(), BoxesConfig(), StorageConfig(), decoder_chunk=2)
+    return Segment(model, SegmentPrompts("boxes"), SegmentConfig(decoder_chunk=2), StorageConfig())
 
 
 def _batch(arch):
@@ -80,11 +80,9 @@ def test_thresholds_drop_masks(arch, tmp_path):
     weights = write_fixture_weights(tmp_path / "w.pt", arch)
     strict = Segment(
         ModelConfig(name=f"mini-{arch}", weights=str(weights)),
-        "boxes",
-        GridConfig(),
-        BoxesConfig(pred_iou_thresh=0.99),
+        SegmentPrompts("boxes", boxes=BoxesConfig(pred_iou_thresh=0.99)),
+        SegmentConfig(decoder_chunk=8),
         StorageConfig(),
-        decoder_chunk=8,
     )
     out = strict(_batch(arch))
     assert all(len(v) == 0 for v in out[col.MASK_RLE_COUNTS])  # random weights never predict IoU > 0.99
@@ -103,11 +101,9 @@ def test_grid_mode_with_crop_layers(tmp_path):
     )
     segment = Segment(
         ModelConfig(name="mini-l", weights=str(weights)),
-        "grid",
-        grid,
-        BoxesConfig(),
+        SegmentPrompts("grid", grid=grid),
+        SegmentConfig(decoder_chunk=16),
         StorageConfig(),
-        decoder_chunk=16,
     )
     images = fixture_images()
     batch = decoded_batch([images["img0"], images["img2"]], ["a", "b"], 512)

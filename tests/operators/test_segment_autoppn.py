@@ -4,9 +4,9 @@ calls and the masks go through grid mode's filters; prompt modes, top-N and the 
 import numpy as np
 import pytest
 
-from operators.segment import Segment
+from operators.segment import Segment, SegmentPrompts
 from pipeline import schema as col
-from pipeline.config.sections import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.config.sections import AutoPPNConfig, ModelConfig, SegmentConfig, StorageConfig
 from pipeline.segment.masks import decode_rle
 from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights, write_random_autoppn_head
 
@@ -23,7 +23,7 @@ def _segment(files, chunk=7, **kw):
     sam, head = files
     cfg = AutoPPNConfig(weights=str(head), **kw)
     model = ModelConfig(name="mini-l", weights=str(sam))
-    return Segment(model, "autoppn", GridConfig(), BoxesConfig(), StorageConfig(), decoder_chunk=chunk, autoppn=cfg)
+    return Segment(model, SegmentPrompts("autoppn", autoppn=cfg), SegmentConfig(decoder_chunk=chunk), StorageConfig())
 
 
 def _batch():
@@ -62,4 +62,4 @@ def test_filters_drop_masks_as_in_grid_mode(files):
 
 def test_missing_head_is_an_error():
     with pytest.raises(ValueError, match="autoppn.weights"):
-        Segment(ModelConfig(name="mini-l"), "autoppn", GridConfig(), BoxesConfig(), StorageConfig(), 8)
+        Segment(ModelConfig(name="mini-l"), SegmentPrompts("autoppn"), SegmentConfig(decoder_chunk=8), StorageConfig())

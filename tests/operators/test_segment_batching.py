@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.segment import Segment
+from operators.segment import Segment, SegmentPrompts
 from pipeline import schema as col
-from pipeline.config.sections import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, StorageConfig
+from pipeline.config.sections import AutoPPNConfig, BoxesConfig, GridConfig, ModelConfig, SegmentConfig, StorageConfig
 from tests.fixtures import decoded_batch, fixture_images, write_fixture_weights, write_random_autoppn_head
 
 # The fixture model's predicted IoUs lie near 0.0-0.2: thresholds that keep some masks and drop others, so that the
@@ -40,7 +40,8 @@ def _run(weights, mode: str, chunk: int, points_per_batch: int, images_per_call:
     grid = GridConfig(points_per_side=6, points_per_batch=points_per_batch, pred_iou_thresh=0.15, **OPEN)
     autoppn = AutoPPNConfig(weights=str(head), top_n=16, pred_iou_thresh=0.01, **OPEN)
     boxes = BoxesConfig(pred_iou_thresh=0.08)
-    segment = Segment(model, mode, grid, boxes, StorageConfig(), decoder_chunk=chunk, autoppn=autoppn)
+    prompts = SegmentPrompts(mode, grid=grid, boxes=boxes, autoppn=autoppn)
+    segment = Segment(model, prompts, SegmentConfig(decoder_chunk=chunk), StorageConfig())
     batch, out = _batch(), {}
     for start in range(0, 3, images_per_call):
         part = segment({key: value[start : start + images_per_call] for key, value in batch.items()})
