@@ -1,2 +1,3 @@
-"""The benchmark behind ``python -m jobs.bench``: inputs (``data``), the two timed sides (``sides``), mask agreement
-(``agreement``), encoder throughput (``throughput``), peak memory (``memory``) and the report (``report``)."""
+"""The benchmark behind ``samlabel bench``: the run (``benchmark``), inputs (``data``), the two timed sides
+(``sides``), mask agreement (``agreement``), encoder throughput (``throughput``), peak memory (``memory``), the GPU
+table (``gpu_table``) and the report (``report``)."""

@@ -26,21 +26,8 @@ def cache_dir(model: ModelConfig) -> Path:
 
 def load_model(model: ModelConfig, storage: StorageConfig) -> tuple[EfficientViTSam, str | None]:
     """Builds the model and loads its weights (strict, weights_only); returns it with the weights' sha256."""
-    from pipeline.models.checkpoint import load_checkpoint
-
     sam = create_model(model.name)
-    weights = resolve_weights(model)
-    if weights is None:
-        return sam, None
-    sha256 = load_checkpoint(
-        sam,
-        weights,
-        storage=storage,
-        cache_dir=model.cache_dir,
-        expected_sha256=expected_sha256(model),
-        model_name=model.name,
-    )
-    return sam, sha256
+    return sam, _load_weights(sam, model, storage)
 
 
 def verify_weights(model: ModelConfig, storage: StorageConfig) -> str | None:
@@ -48,14 +35,18 @@ def verify_weights(model: ModelConfig, storage: StorageConfig) -> str | None:
 
     Returns its sha256, or None for a test model without weights. Raises CheckpointError (a ValueError).
     """
+    structure = create_model(model.name, device="meta")  # keys and shapes only, no memory
+    return _load_weights(structure, model, storage)
+
+
+def _load_weights(sam: EfficientViTSam, model: ModelConfig, storage: StorageConfig) -> str | None:
     from pipeline.models.checkpoint import load_checkpoint
 
     weights = resolve_weights(model)
     if weights is None:
         return None
-    structure = create_model(model.name, device="meta")  # keys and shapes only, no memory
     return load_checkpoint(
-        structure,
+        sam,
         weights,
         storage=storage,
         cache_dir=model.cache_dir,

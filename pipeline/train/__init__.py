@@ -1,2 +1,2 @@
-"""Training: the AutoPPN head on a frozen EfficientViT-SAM encoder (``python -m jobs.train_autoppn``) and SAM-style
-end-to-end training (``sam_train``, ``python -m jobs.train_sam``) on COCO-format instance masks."""
+"""Training the AutoPPN proposal head on a frozen encoder (``autoppn``, ``samlabel train-autoppn``) and SAM
+end to end on COCO instance masks (``sam``, ``samlabel train-sam``)."""

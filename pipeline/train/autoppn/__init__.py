@@ -1,0 +1,2 @@
+"""AutoPPN head training on Ray Train: datasets, embeddings, targets and losses, the worker loop, validation and
+the run (``training``)."""
