@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import yaml
 
 from pipeline.config.document import defaults_yaml, field_docs
 from pipeline.config.loading import load_config, to_dict
@@ -126,3 +127,23 @@ def test_ranges_declared_on_the_fields_fail_on_load_naming_the_key(override, mes
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(LabelConfig, None, [override])
     assert load_config(LabelConfig, None, ["segment.batch_size=null"]).segment.batch_size is None  # unset is fine
+
+
+def test_readme_key_table_names_real_keys_with_their_defaults():
+    """The README's table of common keys quotes the code: every key exists and every default is the field's (a
+    default left to the run, None, may be described in words)."""
+    defaults = to_dict(LabelConfig())
+    section = (REPO / "README.md").read_text().split("\n## Configuration\n")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 5
+    for row in rows:
+        keys_cell, defaults_cell = row.split("|")[1:3]
+        keys = re.findall(r"`([a-z_]+\.[a-z_]+)`", keys_cell)
+        values = [v.strip().strip("`") for v in defaults_cell.split(",")]
+        assert keys and len(values) == len(keys), row
+        for key, written in zip(keys, values, strict=True):
+            section, name = key.split(".")
+            assert name in defaults[section], f"{key} is not a config key"
+            actual = defaults[section][name]
+            if actual is not None:
+                assert written == yaml.safe_dump(actual, default_flow_style=True).split("\n")[0], key
