@@ -1,10 +1,13 @@
-"""Export a model to ONNX for the onnxruntime / TensorRT backends.
+"""Export a model to ONNX, or a large run's COCO shards as one file.
 
-    python -m jobs.export --model NAME [--weights URI] --output DIR [--opset 17] [--exporter torchscript|dynamo]
+    python -m jobs.export [onnx] --model NAME [--weights URI] --output DIR [--opset 17] [--exporter torchscript|dynamo]
+    python -m jobs.export coco --run URI --to URI
 
-Writes ``encoder.onnx``, ``decoder.onnx`` and ``onnx_card.json`` to the local folder DIR (see
-:mod:`pipeline.runtime.export`). Exit status 0 on success, 2 with one line on stderr for a bad flag, model name,
-weight file or output folder.
+``onnx`` (the default) writes ``encoder.onnx``, ``decoder.onnx`` and ``onnx_card.json`` to the local folder DIR (see
+:mod:`pipeline.runtime.export`). ``coco`` merges the shards of a run (``coco/index.json``, written instead of
+``coco.json`` for runs past ``output.coco_max_images``) into one COCO file, streaming, as a smaller run would have
+written it. Exit status 0 on success, 2 with one line on stderr for a bad flag, model name, weight file, run or
+output.
 """
 
 from __future__ import annotations
@@ -46,7 +49,37 @@ def _local_dir(uri: str) -> Path:
     return Path(uri)
 
 
+def _coco_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog("jobs.export") + " coco", description="Merge a run's COCO shards into one file.")
+    parser.add_argument("--run", required=True, help="the run's output folder (local, file:// or s3://)")
+    parser.add_argument("--to", required=True, help="the merged COCO file to write (local, file:// or s3://)")
+    return parser
+
+
+def export_coco(argv: list[str]) -> int:
+    from pipeline.config.sections import StorageConfig
+    from pipeline.io import storage as st
+    from pipeline.io.coco import COCO_DIR, COCO_INDEX, merge_coco_shards
+
+    try:
+        args = _coco_parser().parse_args(argv)
+        storage = StorageConfig()
+        if not st.exists(st.join_uri(args.run, COCO_DIR, COCO_INDEX), storage):
+            raise ValueError(f"{args.run} has no {COCO_DIR}/{COCO_INDEX} (a run with one coco.json needs no merge)")
+        counts = merge_coco_shards(args.run, args.to, storage)
+    except (_UsageError, ValueError, OSError) as exc:
+        print(f"jobs.export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.to}: {counts['images']} images, {counts['annotations']} annotations")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["coco"]:
+        return export_coco(argv[1:])
+    if argv[:1] == ["onnx"]:
+        argv = argv[1:]
     try:
         args = _parser().parse_args(argv)
         name = resolve_name(args.model)

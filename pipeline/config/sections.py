@@ -254,9 +254,12 @@ class OutputConfig:
     uri: str = ""
     """Output folder (local, file:// or s3://); rerunning into it resumes an interrupted run."""
     coco: bool = True
-    """Write coco.json (all annotations in one file) at commit."""
+    """Write COCO instances at commit: coco.json, or shards under coco/ past ``coco_max_images``."""
     coco_segmentation: Literal["rle", "polygon"] = "rle"
     """Mask encoding in coco.json; Parquet always has RLE."""
+    coco_max_images: AtLeastOne = 100_000
+    """Runs with more labeled images write COCO as shards, one per part under coco/ with coco/index.json, instead of
+    one coco.json; ``samlabel export coco`` merges them into one file."""
     run_id: str | None = None
     """Run id stored in every row; default: a hash of the labeling settings (model, weights, prompts, thresholds)."""
     images_per_part: AtLeastOne = 256

@@ -21,6 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -144,6 +145,23 @@ def delete_orphan_parts(output_uri: str, storage: StorageConfig) -> list[str]:
     return orphans
 
 
+def read_part(uri: str, storage: StorageConfig, columns: list[str] | None) -> pa.Table:
+    """One part file's ``columns`` (all when None); an empty table when the file does not exist."""
+    if not st.exists(uri, storage):
+        return pa.table({})
+    # One whole-object GET per part: pyarrow's small ranged footer reads fail without retry when S3 throttles.
+    return pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)), columns=columns)
+
+
+def part_names(output_uri: str, storage: StorageConfig) -> list[str]:
+    """The file names of the run's ``images`` parts (one per completed part), sorted."""
+    return [
+        uri.rsplit("/", 1)[-1]
+        for uri, _ in _list(st.join_uri(output_uri, IMAGES), storage)
+        if uri.endswith(".parquet")
+    ]
+
+
 def dedupe_parts(output_uri: str, storage: StorageConfig) -> int:
     """Keeps one copy of every image written by more than one part; returns how many copies were removed.
 
@@ -152,28 +170,29 @@ def dedupe_parts(output_uri: str, storage: StorageConfig) -> int:
     the other parts are rewritten without that image (annotations and errors first, their images file last, as
     :func:`write_part` does, so a crash mid-way leaves parts that the next commit de-duplicates the same way).
     """
-    owners: dict[str, list[str]] = {}
-    for image_id, part in _image_owners(output_uri, storage):
-        owners.setdefault(image_id, []).append(part)
+    parts = part_names(output_uri, storage)
+    owners = [
+        pa.table({"image_id": ids, "part": pa.array(np.full(len(ids), k, np.int32))})
+        for k, part in enumerate(parts)
+        for ids in [read_part(st.join_uri(output_uri, IMAGES, part), storage, [col.IMAGE_ID])[col.IMAGE_ID]]
+    ]
+    if not owners:
+        return 0
+    table = pa.concat_tables(owners)
+    counts = table.group_by("image_id").aggregate([("part", "count")])
+    repeated = counts.filter(pc.greater(counts["part_count"], 1))["image_id"]
     drop: dict[str, set[str]] = {}
-    for image_id, parts in owners.items():
-        for part in sorted(parts)[1:]:
-            drop.setdefault(part, set()).add(image_id)
+    if len(repeated):
+        rows = table.filter(pc.is_in(table["image_id"], value_set=repeated)).to_pylist()
+        by_image: dict[str, list[int]] = {}
+        for row in rows:
+            by_image.setdefault(row["image_id"], []).append(row["part"])
+        for image_id, ks in by_image.items():
+            for k in sorted(ks)[1:]:  # the part whose name sorts first keeps the image
+                drop.setdefault(parts[k], set()).add(image_id)
     for part, image_ids in sorted(drop.items()):
         _rewrite_without(output_uri, storage, part, image_ids)
     return sum(len(ids) for ids in drop.values())
-
-
-def _image_owners(output_uri: str, storage: StorageConfig) -> list[tuple[str, str]]:
-    uris = [uri for uri, _ in _list(st.join_uri(output_uri, IMAGES), storage) if uri.endswith(".parquet")]
-    if not uris:
-        return []
-    owners = []
-    for uri in uris:
-        # One whole-object GET per part: pyarrow's small ranged footer reads fail without retry when S3 throttles.
-        ids = pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)), columns=[col.IMAGE_ID])[col.IMAGE_ID]
-        owners.extend((image_id, uri.rsplit("/", 1)[-1]) for image_id in ids.to_pylist())
-    return owners
 
 
 def _rewrite_without(output_uri: str, storage: StorageConfig, part: str, image_ids: set[str]) -> None:

@@ -8,14 +8,16 @@ process and options. ``fetch`` (weight files) also accepts ``hf://owner/repo[@re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import posixpath
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
@@ -186,6 +188,34 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig) -> None:
     # An S3 object becomes visible only when its upload completes, so a direct write is already atomic.
     with fs.open_output_stream(path, compression=None) as out:
         out.write(data)
+
+
+@contextlib.contextmanager
+def open_writer(uri: str, storage: StorageConfig) -> Iterator[BinaryIO]:
+    """A binary stream to ``uri`` for files too large to hold in memory. Locally readers see the file only when the
+    block ends without an error (a temporary file renamed); on S3 the object appears when its upload completes, and
+    an upload cut short by an error is deleted again (the store cannot abandon it)."""
+    fs, path = filesystem(uri, storage)
+    if fs is not _LOCAL:
+        out = fs.open_output_stream(path, compression=None)
+        try:
+            yield out
+        except BaseException:
+            out.close()
+            fs.delete_file(path)
+            raise
+        out.close()
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def copy_file(src_uri: str, dst_uri: str, storage: StorageConfig) -> None:

@@ -80,12 +80,10 @@ def commit(
     counts = commit_run(
         cfg.output.uri,
         cfg.storage,
-        expected_image_ids=set(images[col.IMAGE_ID].to_pylist()),
+        expected_image_ids=images[col.IMAGE_ID],
         categories=labeling.plan.categories,
-        coco=cfg.output.coco,
-        segmentation=cfg.output.coco_segmentation,
+        output=cfg.output,
         run_info=redact_data({**_run_info(labeling, opened), **_attempt_info(attempt, timings)}),
-        report_sample=cfg.output.report_sample if cfg.output.report else None,
     )
     timings["commit_seconds"] = round(time.time() - start, 3)
     report = st.join_uri(cfg.output.uri, "report", "index.html") if cfg.output.report else None

@@ -8,7 +8,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipeline import schema as col
-from pipeline.config.sections import StorageConfig
+from pipeline.config.sections import OutputConfig, StorageConfig
 from pipeline.io.commit import IncompleteRunError, commit_run
 from pipeline.io.run_output import write_part
 
@@ -53,10 +53,9 @@ def _commit(out, expected) -> dict:
     return commit_run(
         str(out),
         StorageConfig(),
-        expected_image_ids=set(expected),
+        expected_image_ids=pa.array(sorted(set(expected)), pa.string()),
         categories=[{"id": 1, "name": "object"}],
-        coco=True,
-        segmentation="rle",
+        output=OutputConfig(report=False),
         run_info=info,
     )
 
