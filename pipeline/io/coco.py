@@ -100,31 +100,62 @@ def annotation_groups(annotations: pa.Table, segmentation: Segmentation) -> list
     return groups
 
 
+def image_texts(images: pa.Table) -> list[tuple[str, bytes]]:
+    """(image id, its COCO image as compact JSON) of the labeled images, sorted by image id."""
+    return [(image_id, _dumps(entry)) for image_id, entry in image_entries(images)]
+
+
+def annotation_texts(annotations: pa.Table, segmentation: Segmentation) -> list[tuple[str, bytes]]:
+    """(image id, its COCO annotations as compact JSON joined by commas), sorted by image id: the bytes
+    ``json.dumps`` gives for :func:`annotation_groups`, formatted directly (no dict per annotation) for RLE."""
+    if segmentation != "rle":
+        return [
+            (image_id, b",".join(map(_dumps, group)))
+            for image_id, group in annotation_groups(annotations, segmentation)
+        ]
+    if not annotations.num_rows:
+        return []
+    order = [(col.IMAGE_ID, "ascending"), (col.ANNOTATION_ID, "ascending")]
+    table = annotations.select(ANNOTATION_COLUMNS).sort_by(order)
+    columns = [table[name].to_pylist() for name in ANNOTATION_COLUMNS]
+    texts: list[tuple[str, list[str]]] = []
+    for image_id, aid, coco_id, category, h, w, rle, area, bbox, score, iou, stability in zip(*columns, strict=True):
+        box = ",".join(repr(round(float(v), 2)) for v in bbox)
+        text = (
+            f'{{"id":{aid},"image_id":{coco_id},"category_id":{category},"segmentation":{{"size":[{h},{w}],'
+            f'"counts":{json.dumps(rle)}}},"area":{area},"bbox":[{box}],"iscrowd":0,"score":{_round(score)!r},'
+            f'"predicted_iou":{_round(iou)!r},"stability_score":{_round(stability)!r}}}'
+        )
+        if not texts or texts[-1][0] != image_id:
+            texts.append((image_id, []))
+        texts[-1][1].append(text)
+    return [(image_id, ",".join(group).encode()) for image_id, group in texts]
+
+
 def write_coco_json(
     uri: str,
-    sources: Iterable[tuple[list[tuple[str, dict]], list[tuple[str, list[dict]]]]],
+    sources: Iterable[tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]],
     categories: list[dict],
     info: dict,
     storage: StorageConfig,
 ) -> dict[str, int]:
-    """Writes one COCO file from ``sources`` (each: image entries and annotation groups of whole images, as from
-    :func:`image_entries` / :func:`annotation_groups`), sorted across sources; returns its image and annotation
-    counts. Every entry is written to a local spool file as it comes; memory holds (image id, offset, length)."""
+    """Writes one COCO file from ``sources`` (each: the images and the annotations of whole images as JSON text, as
+    :func:`image_texts` / :func:`annotation_texts` give them), sorted across sources; returns its image count. Each
+    text goes to a local spool file as it comes; memory holds (image id, offset, length)."""
     with tempfile.TemporaryFile() as spool:
-        image_keys, annotation_keys, annotations = _Keys(), _Keys(), 0
+        image_keys, annotation_keys = _Keys(), _Keys()
         for images, groups in sources:
-            for image_id, entry in images:
-                image_keys.add(image_id, spool, _dumps(entry))
-            for image_id, group in groups:
-                annotation_keys.add(image_id, spool, b",".join(_dumps(a) for a in group))
-                annotations += len(group)
+            for image_id, text in images:
+                image_keys.add(image_id, spool, text)
+            for image_id, text in groups:
+                annotation_keys.add(image_id, spool, text)
         with st.open_writer(uri, storage) as out:
             out.write(b'{"info":' + _dumps(info) + b',"images":[')
             image_keys.copy_sorted(spool, out)
             out.write(b'],"annotations":[')
             annotation_keys.copy_sorted(spool, out)
             out.write(b'],"categories":' + _dumps(sorted(categories, key=lambda c: c["id"])) + b"}")
-    return {"images": len(image_keys), "annotations": annotations}
+    return {"images": len(image_keys)}
 
 
 def write_coco_shard(
@@ -138,10 +169,10 @@ def write_coco_shard(
     """Writes ``coco/<part>.json`` from one part's images and annotations; returns its index entry."""
     images = read_part(st.join_uri(output_uri, IMAGES, part), storage, IMAGE_COLUMNS)
     annotations = read_part(st.join_uri(output_uri, ANNOTATIONS, part), storage, ANNOTATION_COLUMNS)
-    document = build_coco(images, annotations, categories, segmentation, info)
     name = part.removesuffix(".parquet") + ".json"
-    st.write_bytes(st.join_uri(output_uri, COCO_DIR, name), _dumps(document), storage)
-    return {"file": name, "images": len(document["images"]), "annotations": len(document["annotations"])}
+    source = (image_texts(images), annotation_texts(annotations, segmentation))
+    counts = write_coco_json(st.join_uri(output_uri, COCO_DIR, name), [source], categories, info, storage)
+    return {"file": name, **counts, "annotations": annotations.num_rows}
 
 
 def write_coco_index(output_uri: str, shards: list[dict], categories: list[dict], info: dict, storage) -> None:
@@ -160,7 +191,8 @@ def merge_coco_shards(output_uri: str, uri: str, storage: StorageConfig) -> dict
     """Merges the shards of ``output_uri``'s ``coco/`` into the one file ``uri``, shard by shard; returns counts."""
     index = json.loads(st.read_bytes(st.join_uri(output_uri, COCO_DIR, COCO_INDEX), storage))
     shard_uris = [st.join_uri(output_uri, COCO_DIR, s["file"]) for s in index["shards"]]
-    return write_coco_json(uri, _shard_sources(shard_uris, storage), index["categories"], index["info"], storage)
+    counts = write_coco_json(uri, _shard_sources(shard_uris, storage), index["categories"], index["info"], storage)
+    return {**counts, "annotations": index["annotations"]}
 
 
 def rle_to_polygons(rle: dict) -> list[list[float]]:
@@ -199,10 +231,11 @@ def _shard_sources(uris: list[str], storage: StorageConfig) -> Iterator[tuple[li
     for uri in uris:
         document = json.loads(st.read_bytes(uri, storage))
         file_names = {image["id"]: image["file_name"] for image in document["images"]}
-        groups: dict[str, list[dict]] = {}
+        groups: dict[str, list[bytes]] = {}
         for annotation in document["annotations"]:
-            groups.setdefault(file_names[annotation["image_id"]], []).append(annotation)
-        yield [(image["file_name"], image) for image in document["images"]], list(groups.items())
+            groups.setdefault(file_names[annotation["image_id"]], []).append(_dumps(annotation))
+        images = [(image["file_name"], _dumps(image)) for image in document["images"]]
+        yield images, [(image_id, b",".join(texts)) for image_id, texts in groups.items()]
 
 
 def _annotation(row: dict, segmentation: str) -> dict:

@@ -16,8 +16,8 @@ from pipeline.io.coco import (
     ANNOTATION_COLUMNS,
     COCO_DIR,
     IMAGE_COLUMNS,
-    annotation_groups,
-    image_entries,
+    annotation_texts,
+    image_texts,
     write_coco_index,
     write_coco_json,
     write_coco_shard,
@@ -64,7 +64,7 @@ def commit_run(
         if counts["labeled"] > output.coco_max_images:
             write_shards(output_uri, storage, parts, categories, info, output)
         else:
-            sources = (_part_entries(output_uri, storage, part, output) for part in parts)
+            sources = (_part_texts(output_uri, storage, part, output) for part in parts)
             write_coco_json(st.join_uri(output_uri, COCO_JSON), sources, categories, info, storage)
     run_json = json.dumps({**run_info, "counts": counts}, indent=2).encode()
     st.write_bytes(st.join_uri(output_uri, RUN_JSON), run_json, storage)
@@ -102,7 +102,7 @@ def write_shards(
     log.info("COCO written as %d shards under %s", len(shards), redact(st.join_uri(output_uri, COCO_DIR)))
 
 
-def _part_entries(output_uri: str, storage: StorageConfig, part: str, output: OutputConfig) -> tuple[list, list]:
+def _part_texts(output_uri: str, storage: StorageConfig, part: str, output: OutputConfig) -> tuple[list, list]:
     images = read_part(st.join_uri(output_uri, IMAGES, part), storage, IMAGE_COLUMNS)
     annotations = read_part(st.join_uri(output_uri, ANNOTATIONS, part), storage, ANNOTATION_COLUMNS)
-    return image_entries(images), annotation_groups(annotations, output.coco_segmentation)
+    return image_texts(images), annotation_texts(annotations, output.coco_segmentation)

@@ -83,7 +83,7 @@ def _keep(heap: list, item: tuple, n: int) -> None:
     """Keeps the n largest items of ``heap`` (a min-heap)."""
     if len(heap) < n:
         heapq.heappush(heap, item)
-    elif item > heap[0]:
+    elif heap and item > heap[0]:
         heapq.heapreplace(heap, item)
 
 
