@@ -68,6 +68,7 @@ def test_compare_fails_when_the_number_moved(tmp_path, capsys):
     assert "NOT within 0.02" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # about a minute: in the slow set that .ci/run runs after the default one
 def test_committed_autoppn_head_finds_the_shapes(tmp_path):
     ppn = CARD["autoppn"]
     head, _ = load_head(str(WEIGHTS_DIR / ppn["weights"]), StorageConfig(), expected_sha256=ppn["sha256"])
