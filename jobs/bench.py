@@ -74,6 +74,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", default="fp32,bf16,fp16", help="for --gpu-table")
     parser.add_argument("--batch-sizes", default="1,8,16", help="batch sizes for --encoder-only")
     parser.add_argument("--iterations", type=int, default=20, help="timed encoder calls per batch size")
+    parser.add_argument(
+        "--scale",
+        metavar="N,N,...",
+        help="the commit at bucket scale: synthetic finished runs of N images (--masks each) committed as a rerun "
+        "does, one fresh process per N; reports seconds, peak driver memory and output sizes",
+    )
+    parser.add_argument("--masks", type=int, default=50, help="masks per image for --scale")
+    parser.add_argument("--workdir", type=Path, help="--scale: where the runs are written (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the report here")
     return parser.parse_args(argv)
@@ -113,6 +121,37 @@ def gpu_table_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "rows": rows}
 
 
+def scale_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
+    import shutil
+    import tempfile
+
+    from pipeline.bench.scale import measure_commit
+    from pipeline.runtime.capability import cpu_report
+
+    rows = []
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="samlabel-scale-"))
+    for images in (int(n) for n in args.scale.split(",")):
+        folder = root / f"n{images}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        row = measure_commit(folder, images, args.masks, cfg.output.images_per_part, cfg.output.coco_max_images)
+        print(format_scale([row]).splitlines()[-1], flush=True)
+        rows.append(row)
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"machine": cpu_report(), "images_per_part": cfg.output.images_per_part, "rows": rows}
+
+
+def format_scale(rows: list[dict]) -> str:
+    header = "| images | masks | commit s | rerun s | driver peak RSS MB | RSS before commit MB | COCO MB (files) |"
+    lines = [header, "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['images']:,} | {r['masks']:,} | {r['commit_seconds']} | {r['rerun_seconds']} | {r['peak_rss_mb']} "
+            f"| {r['rss_before_commit_mb']} | {r['coco_mb']} ({r['coco_files']}) |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -120,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.size.lower().split("x"))
         if cfg.segment.threads:
             torch.set_num_threads(cfg.segment.threads)
-        if args.gpu_table:
+        if args.scale:
+            report = scale_report(cfg, args)
+            print(format_scale(report["rows"]))
+        elif args.gpu_table:
             report = gpu_table_report(cfg, args)
             print(format_throughput(report["rows"]))
         elif args.encoder_only:

@@ -36,6 +36,9 @@ ANNOTATIONS, ERRORS, IMAGES = "annotations", "errors", "images"
 STARTED, RUN_JSON, COCO_JSON, SUCCESS = "_started.json", "run.json", "coco.json", "_SUCCESS"
 
 
+_NO_IDS = pa.chunked_array([], pa.string())
+
+
 class OutputConflictError(ValueError):
     """The output folder holds something this run must not touch or mix with."""
 
@@ -44,8 +47,8 @@ class OutputConflictError(ValueError):
 class OutputState:
     complete: bool
     """A run with the same fingerprint already committed here."""
-    done_image_ids: frozenset[str]
-    """Images completed by an earlier, interrupted attempt of the same run."""
+    done_image_ids: pa.ChunkedArray
+    """Images completed by an earlier, interrupted attempt of the same run (Arrow strings: compact at any size)."""
 
 
 def part_name(image_ids: list[str]) -> str:
@@ -90,7 +93,7 @@ def prepare_output(output_uri: str, storage: StorageConfig, fingerprint: str, co
                 f"{output_uri} already holds a completed run with another configuration "
                 f"(fingerprint {str(previous)[:12]} vs {fingerprint[:12]}); choose a new --output"
             )
-        return OutputState(complete=True, done_image_ids=frozenset())
+        return OutputState(complete=True, done_image_ids=_NO_IDS)
     started_uri = st.join_uri(output_uri, STARTED)
     if st.exists(started_uri, storage):
         previous = _read_json(started_uri, storage).get("fingerprint")
@@ -101,12 +104,12 @@ def prepare_output(output_uri: str, storage: StorageConfig, fingerprint: str, co
                 f"choose a new --output"
             )
         delete_orphan_parts(output_uri, storage)
-        return OutputState(complete=False, done_image_ids=frozenset(read_done_image_ids(output_uri, storage)))
+        return OutputState(complete=False, done_image_ids=read_done_image_ids(output_uri, storage))
     if _has_files(output_uri, storage):
         raise OutputConflictError(f"{output_uri} is not empty and holds no samlabel run; choose an empty --output")
     payload = {"fingerprint": fingerprint, "config": config, "started_at": time.time()}
     st.write_bytes(started_uri, json.dumps(payload, indent=2).encode(), storage)
-    return OutputState(complete=False, done_image_ids=frozenset())
+    return OutputState(complete=False, done_image_ids=_NO_IDS)
 
 
 def read_table(
@@ -128,9 +131,11 @@ def read_table(
     return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns, filter=filter)
 
 
-def read_done_image_ids(output_uri: str, storage: StorageConfig) -> set[str]:
-    table = read_table(output_uri, IMAGES, storage, columns=[col.IMAGE_ID])
-    return set(table[col.IMAGE_ID].to_pylist()) if table.num_columns else set()
+def read_done_image_ids(output_uri: str, storage: StorageConfig) -> pa.ChunkedArray:
+    """The ids of the images in the output's ``images`` parts (read part by part, only that column)."""
+    columns = [read_part(st.join_uri(output_uri, IMAGES, part), storage, [col.IMAGE_ID])[col.IMAGE_ID]
+               for part in part_names(output_uri, storage)]  # fmt: skip
+    return pa.chunked_array([c for column in columns for c in column.chunks], pa.string())
 
 
 def delete_orphan_parts(output_uri: str, storage: StorageConfig) -> list[str]:

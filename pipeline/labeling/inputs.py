@@ -73,9 +73,8 @@ def limit_prompts(table: pa.Table, max_prompts: int) -> pa.Table:
     return table.append_column(col.PROMPTS_DROPPED, pa.array(dropped, pa.int64()))
 
 
-def remaining(table: pa.Table, done_image_ids: frozenset[str]) -> pa.Table:
-    """The rows whose image is not done yet."""
-    if not done_image_ids:
+def remaining(table: pa.Table, done_image_ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The rows whose image is not among ``done_image_ids``."""
+    if not len(done_image_ids):
         return table
-    done = pa.array(sorted(done_image_ids), pa.string())
-    return table.filter(pc.invert(pc.is_in(table[col.IMAGE_ID], value_set=done)))
+    return table.filter(pc.invert(pc.is_in(table[col.IMAGE_ID], value_set=done_image_ids)))

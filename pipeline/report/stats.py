@@ -91,7 +91,6 @@ def collect_stats(output_uri: str, storage: StorageConfig, sample: int) -> RunSt
     """Streams ``images/`` and ``annotations/`` part by part into :class:`RunStats`."""
     stats = RunStats()
     heaps: dict[str, list] = {"fewest": [], "most": [], "lowest": [], "sample": []}
-    uris: dict[str, str] = {}
     annotation_parts = {uri.rsplit("/", 1)[-1]: uri for uri in _parts(output_uri, ANNOTATIONS, storage)}
     for images_uri in _parts(output_uri, IMAGES, storage):
         images = _read(images_uri, storage, IMAGE_COLUMNS).to_pylist()
@@ -103,23 +102,23 @@ def collect_stats(output_uri: str, storage: StorageConfig, sample: int) -> RunSt
                 stats.counts["errors"] += 1
                 continue
             stats.counts["labeled"] += 1
-            uris[image_id] = row[col.IMAGE_URI]
             stats.masks_per_image[n] += 1
-            entry = (image_id, n, means.get(image_id))
-            _keep(heaps["fewest"], (-n, _neg(image_id), entry), LIST_LENGTH)
-            _keep(heaps["most"], (n, _neg(image_id), entry), LIST_LENGTH)
+            # The URI rides along in the heaps: only the listed images' URIs are ever held.
+            entry, uri = (image_id, n, means.get(image_id)), row[col.IMAGE_URI]
+            _keep(heaps["fewest"], (-n, _neg(image_id), entry, uri), LIST_LENGTH)
+            _keep(heaps["most"], (n, _neg(image_id), entry, uri), LIST_LENGTH)
             if entry[2] is not None:
-                _keep(heaps["lowest"], (-entry[2], _neg(image_id), entry), LIST_LENGTH)
-            _keep(heaps["sample"], (-int(hashlib.sha256(image_id.encode()).hexdigest()[:12], 16), 0, entry), sample)
+                _keep(heaps["lowest"], (-entry[2], _neg(image_id), entry, uri), LIST_LENGTH)
+            rank = -int(hashlib.sha256(image_id.encode()).hexdigest()[:12], 16)
+            _keep(heaps["sample"], (rank, 0, entry, uri), sample)
     for uri in _parts(output_uri, ERRORS, storage):
         stats.error_types.update(_read(uri, storage, ["error_type"])["error_type"].to_pylist())
     stats.counts["annotations"] = int(sum(k * v for k, v in stats.masks_per_image.items()))
-    stats.fewest = [e for *_, e in sorted(heaps["fewest"], reverse=True)]
-    stats.most = [e for *_, e in sorted(heaps["most"], reverse=True)]
-    stats.lowest_confidence = [e for *_, e in sorted(heaps["lowest"], reverse=True)]
-    stats.sample = [e for *_, e in sorted(heaps["sample"], reverse=True)]
-    listed = {e[0] for group in (stats.fewest, stats.most, stats.lowest_confidence, stats.sample) for e in group}
-    stats.image_uris = {i: uris[i] for i in listed}
+    stats.fewest = [e for *_, e, _ in sorted(heaps["fewest"], reverse=True)]
+    stats.most = [e for *_, e, _ in sorted(heaps["most"], reverse=True)]
+    stats.lowest_confidence = [e for *_, e, _ in sorted(heaps["lowest"], reverse=True)]
+    stats.sample = [e for *_, e, _ in sorted(heaps["sample"], reverse=True)]
+    stats.image_uris = {entry[0]: uri for heap in heaps.values() for *_, entry, uri in heap}
     return stats
 
 
