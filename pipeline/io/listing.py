@@ -16,6 +16,7 @@ import os
 import posixpath
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -45,16 +46,13 @@ def list_images(
     entries resolve against the manifest's folder, and later duplicates are dropped (with a log line).
     """
     if input_uri.lower().endswith(MANIFEST_SUFFIXES):
-        pairs = _manifest_images(input_uri, storage, manifest_column)
+        ids, uris = _manifest_images(input_uri, storage, manifest_column)
     else:
-        pairs = _folder_images(input_uri, storage, extensions)
-    pairs.sort()
-    return pa.table(
-        {
-            IMAGE_ID: pa.array([image_id for image_id, _ in pairs], pa.string()),
-            IMAGE_URI: pa.array([uri for _, uri in pairs], pa.string()),
-        }
-    )
+        ids, uris = _folder_images(input_uri, storage, extensions)
+    # Arrow columns as soon as possible: a manifest of millions of entries must not live on as Python objects.
+    table = pa.table({IMAGE_ID: pa.array(ids, pa.string()), IMAGE_URI: pa.array(uris, pa.string())})
+    del ids, uris
+    return table.sort_by(IMAGE_ID)
 
 
 def image_id_for(root_uri: str, file_uri: str) -> str:
@@ -65,7 +63,7 @@ def image_id_for(root_uri: str, file_uri: str) -> str:
     return file_uri[len(prefix) :]
 
 
-def _folder_images(input_uri: str, storage: StorageConfig, extensions: tuple[str, ...]) -> list[tuple[str, str]]:
+def _folder_images(input_uri: str, storage: StorageConfig, extensions: tuple[str, ...]) -> tuple[list[str], list[str]]:
     suffixes = tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in extensions)
     fs, root = filesystem(input_uri, storage)
     try:
@@ -80,13 +78,13 @@ def _folder_images(input_uri: str, storage: StorageConfig, extensions: tuple[str
             f"input {input_uri} is a file: give a folder, an s3:// prefix or a .txt/.csv/.parquet manifest"
         )
     root_uri = root if isinstance(fs, pafs.LocalFileSystem) else f"s3://{root}"
-    pairs = [(image_id_for(root_uri, uri), uri) for uri, _ in files if uri.lower().endswith(suffixes)]
-    if not pairs:
+    uris = [uri for uri, _ in files if uri.lower().endswith(suffixes)]
+    if not uris:
         raise ValueError(f"no images in {input_uri} (looked for {', '.join(suffixes)}, any case)")
-    return pairs
+    return [image_id_for(root_uri, uri) for uri in uris], uris
 
 
-def _manifest_images(uri: str, storage: StorageConfig, column: str | None) -> list[tuple[str, str]]:
+def _manifest_images(uri: str, storage: StorageConfig, column: str | None) -> tuple[list[str], list[str]]:
     try:
         data = read_bytes(uri, storage)
     except FileNotFoundError:
@@ -101,12 +99,13 @@ def _manifest_images(uri: str, storage: StorageConfig, column: str | None) -> li
         raw = _csv_entries(uri, data, column)
     else:
         raw = _parquet_entries(uri, data, column)
-    entries = list(dict.fromkeys(raw))
+    entries = pc.unique(pa.array(raw, pa.string())).to_pylist()  # the first of each, in the manifest's order
     if len(entries) < len(raw):
         log.warning("manifest %s: dropped %d duplicate entries (kept the first of each)", uri, len(raw) - len(entries))
+    del raw
     if not entries:
         raise ValueError(f"manifest {uri} lists no images")
-    return [(entry, _resolve_entry(uri, entry)) for entry in entries]
+    return entries, [_resolve_entry(uri, entry) for entry in entries]
 
 
 def _text(uri: str, data: bytes) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,8 +39,7 @@ def plan_inputs(cfg: LabelConfig, categories: list[dict] | None = None) -> Input
         table = limit_prompts(table, cfg.segment.max_prompts_per_image)
     else:
         table = list_images(cfg.input.uri, cfg.storage, cfg.input.extensions, cfg.input.manifest_column)
-        ids = [coco_image_id_for(i) for i in table[col.IMAGE_ID].to_pylist()]
-        table = table.append_column(col.COCO_IMAGE_ID, pa.array(ids, pa.int64()))
+        table = table.append_column(col.COCO_IMAGE_ID, coco_image_ids(table[col.IMAGE_ID]))
         categories = categories or [OBJECT_CATEGORY]
     roots, resolve_links = allowed_roots(cfg)
     if roots:
@@ -47,6 +47,15 @@ def plan_inputs(cfg: LabelConfig, categories: list[dict] | None = None) -> Input
     if cfg.input.limit is not None:
         table = table.slice(0, cfg.input.limit)
     return InputPlan(table, categories)
+
+
+def coco_image_ids(image_ids: pa.ChunkedArray, block: int = 100_000) -> pa.Array:
+    """The COCO image id of every image id, computed a block at a time (no Python object per image kept)."""
+    out = np.empty(len(image_ids), np.int64)
+    for start in range(0, len(image_ids), block):
+        ids = image_ids.slice(start, block).to_pylist()
+        out[start : start + len(ids)] = [coco_image_id_for(i) for i in ids]
+    return pa.array(out)
 
 
 def allowed_roots(cfg: LabelConfig) -> tuple[tuple[str, ...], bool]:
