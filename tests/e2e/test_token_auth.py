@@ -42,10 +42,17 @@ def token_cluster() -> Iterator[dict[str, str]]:
     generate = [str(BIN / "ray"), "get-auth-token", "--generate"]
     subprocess.run(generate, env=env, capture_output=True, check=True, timeout=60)
     port, dashboard = _free_port(), _free_port()
+    # Every port of its own: the session's cluster (when a test before this one started it) holds the defaults,
+    # and a head whose job agent cannot bind never accepts a job.
+    agent_ports = [
+        f"--{name}={_free_port()}"
+        for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                     "metrics-export-port", "ray-client-server-port")
+    ]  # fmt: skip
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dashboard}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp}",
-         "--include-dashboard=true"],
+         "--include-dashboard=true", *agent_ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
