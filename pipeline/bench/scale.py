@@ -69,7 +69,7 @@ def _part_tables(ids: list[str], index: np.ndarray, masks: int, pool: np.ndarray
     mask_index = np.tile(np.arange(masks), n)
     rles = pool[(index[per_image] * 7 + mask_index) % len(pool)]
     boxes = pa.FixedSizeListArray.from_arrays(pa.array(np.tile([1.0, 2.0, 30.0, 40.0], flat), pa.float32()), 4)
-    uris = [f"s3://bucket/{i}" for i in ids]
+    uris = [i if "://" in i else f"s3://bucket/{i}" for i in ids]  # a manifest's ids are its URIs
     scores = pa.array(np.linspace(0.5, 1.0, flat, dtype=np.float32))
     annotations = pa.table(
         {

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline import schema as col
 from pipeline.config.sections import StorageConfig
 from pipeline.io import storage as st
-from pipeline.io.run_output import ANNOTATIONS, ERRORS, IMAGES
+from pipeline.io.run_output import ANNOTATIONS, ERRORS, IMAGES, read_part
 
 UNIT_BINS = np.linspace(0.0, 1.0, 21)  # predicted IoU and stability: 0.05 wide, values outside counted at the ends
 AREA_BINS = np.logspace(-5, 0, 21)  # mask area as a fraction of the image, log scale
@@ -74,11 +73,6 @@ def _parts(output_uri: str, folder: str, storage: StorageConfig) -> list[str]:
     return sorted(uri for uri, _ in st.list_files(prefix, storage, recursive=False) if uri.endswith(".parquet"))
 
 
-def _read(uri: str, storage: StorageConfig, columns: list[str]) -> pa.Table:
-    # One whole-object GET per part: pyarrow's small ranged footer reads fail without retry when S3 throttles them.
-    return pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)), columns=columns)
-
-
 def _keep(heap: list, item: tuple, n: int) -> None:
     """Keeps the n largest items of ``heap`` (a min-heap)."""
     if len(heap) < n:
@@ -93,7 +87,7 @@ def collect_stats(output_uri: str, storage: StorageConfig, sample: int) -> RunSt
     heaps: dict[str, list] = {"fewest": [], "most": [], "lowest": [], "sample": []}
     annotation_parts = {uri.rsplit("/", 1)[-1]: uri for uri in _parts(output_uri, ANNOTATIONS, storage)}
     for images_uri in _parts(output_uri, IMAGES, storage):
-        images = _read(images_uri, storage, IMAGE_COLUMNS).to_pylist()
+        images = read_part(images_uri, storage, IMAGE_COLUMNS).to_pylist()
         means = _annotation_part(stats, annotation_parts.get(images_uri.rsplit("/", 1)[-1]), storage)
         for row in images:
             image_id, n = row[col.IMAGE_ID], int(row["num_annotations"] or 0)
@@ -112,7 +106,7 @@ def collect_stats(output_uri: str, storage: StorageConfig, sample: int) -> RunSt
             rank = -int(hashlib.sha256(image_id.encode()).hexdigest()[:12], 16)
             _keep(heaps["sample"], (rank, 0, entry, uri), sample)
     for uri in _parts(output_uri, ERRORS, storage):
-        stats.error_types.update(_read(uri, storage, ["error_type"])["error_type"].to_pylist())
+        stats.error_types.update(read_part(uri, storage, ["error_type"])["error_type"].to_pylist())
     stats.counts["annotations"] = int(sum(k * v for k, v in stats.masks_per_image.items()))
     stats.fewest = [e for *_, e, _ in sorted(heaps["fewest"], reverse=True)]
     stats.most = [e for *_, e, _ in sorted(heaps["most"], reverse=True)]
@@ -131,7 +125,7 @@ def _annotation_part(stats: RunStats, uri: str | None, storage: StorageConfig) -
     """Adds one annotations part to the histograms; returns the mean predicted IoU of each of its images."""
     if uri is None:  # a part whose images all had no mask or failed
         return {}
-    table = _read(uri, storage, ANNOTATION_COLUMNS)
+    table = read_part(uri, storage, ANNOTATION_COLUMNS)
     if table.num_rows == 0:
         return {}
     iou = table[col.PREDICTED_IOU].to_numpy(zero_copy_only=False).astype(np.float64)
