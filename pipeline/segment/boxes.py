@@ -4,10 +4,12 @@ The mask per box follows the official box protocol: ``multimask_output=True`` an
 predicted IoU (or the single-mask token when ``multimask`` is off), upsampled to the original size, ``logits > 0``.
 The stability score is computed on those full-size logits. Boxes failing the thresholds are dropped.
 
-On a GPU the work is queued without the host waiting for it: masks are upsampled for every box (the thresholds are
-applied on the host afterwards) and copied to page-locked memory, and :func:`segment_boxes_in_steps` queues the
-next images' encoder and decoder before RL-encoding the previous ones on the CPU, so that the GPU is not left idle
-while the host encodes.
+On a GPU the work is queued without the host waiting for it: masks are upsampled for every box and stay on the
+device, their stability scores and predicted IoUs go to page-locked host memory, and
+:func:`segment_boxes_in_steps` queues the next images' encoder and decoder before finishing the previous ones. To
+finish, the host applies the thresholds, and the kept masks are RL-encoded on the device on a side stream
+(:mod:`pipeline.segment.rle`), so that only run lengths, areas and boxes are copied and the host waits for those
+alone, not for the next images' work. On a CPU the masks are RL-encoded by pycocotools.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pipeline.segment.masks import (
 )
 from pipeline.segment.predictor import EncodedImages, predict
 from pipeline.segment.prompts import PromptBatch, make_prompts
+from pipeline.segment.rle import encode_on_device, encodes_on_device, rle_stream
 from pipeline.timing import StageTimer
 
 # Masks upsampled at once: bounds memory for very large originals. A GPU takes more per call, since each call costs
@@ -136,9 +139,10 @@ class _Chunk:
     rows: np.ndarray
     """[k] prompts."""
     masks_t: torch.Tensor
-    """[k,w,h] bool, transposed: the column-major layout COCO RLE reads, so it is encoded without a copy."""
+    """[k,w,h] bool, transposed: the column-major layout COCO RLE reads, so it is encoded without a copy. In host
+    memory, or on the device where masks are RL-encoded on the device."""
     stability: torch.Tensor
-    """[k] float32."""
+    """[k] float32, in host memory."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,10 @@ def _upsample(
             low_res_t = low_res[torch.as_tensor(part, device=low_res.device)].transpose(-1, -2)
             full_t = upscale_logits(low_res_t, (w, h))  # [k,w,h]
             score = stability_score(full_t, stability_offset)
-            chunks.append(_Chunk(part, _to_host(full_t > 0), _to_host(score.float())))
+            masks_t = full_t > 0
+            if not encodes_on_device(masks_t.device):
+                masks_t = _to_host(masks_t)
+            chunks.append(_Chunk(part, masks_t, _to_host(score.float())))
     return chunks
 
 
@@ -252,19 +259,29 @@ def _to_host(tensor: torch.Tensor) -> torch.Tensor:
 
 def _encode(chunks: list[_Chunk], predicted: np.ndarray, cfg: BoxesConfig) -> _KeptMasks:
     """The masks passing ``cfg``'s thresholds, RL-encoded, in prompt order."""
-    prompts, rles, stability = [], [], []
+    prompts, rles, stability, boxes, areas = [], [], [], [np.zeros((0, 4), np.float32)], [np.zeros(0, np.int64)]
     for chunk in chunks:
         score = chunk.stability.numpy()
         ok = score >= cfg.stability_score_thresh
         if cfg.pred_iou_thresh > 0:
             ok &= predicted[chunk.rows] > cfg.pred_iou_thresh
-        masks_t = chunk.masks_t.numpy()
-        rles.extend(encode_rle_transposed(masks_t if ok.all() else masks_t[ok]))
+        kept = None if ok.all() else np.flatnonzero(ok)
+        device = chunk.masks_t.device
+        if encodes_on_device(device):
+            runs = encode_on_device(chunk.masks_t, kept, rle_stream(device))
+            chunk_rles, chunk_boxes, chunk_areas = runs.rles(), runs.boxes_xyxy, runs.areas
+        else:
+            masks_t = chunk.masks_t.numpy()
+            chunk_rles = encode_rle_transposed(masks_t if kept is None else masks_t[kept])
+            chunk_boxes, chunk_areas = rle_boxes_and_areas(chunk_rles)
+        rles.extend(chunk_rles)
+        boxes.append(chunk_boxes)
+        areas.append(chunk_areas)
         prompts.append(chunk.rows[ok])
         stability.append(score[ok])
     prompt = np.concatenate(prompts) if prompts else np.zeros(0, np.int64)
     order = np.argsort(prompt, kind="stable")
-    boxes, areas = rle_boxes_and_areas(rles)
+    boxes, areas = np.concatenate(boxes), np.concatenate(areas)
     return _KeptMasks(
         prompt=prompt[order].astype(np.int64),
         rles=[rles[i] for i in order],

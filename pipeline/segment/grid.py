@@ -40,6 +40,7 @@ from pipeline.segment.grid_filters import Candidates, filter_low_res, nms_in_ord
 from pipeline.segment.masks import MASK_THRESHOLD, encode_rle, masks_to_boxes_xyxy, select_masks, upscale_logits
 from pipeline.segment.predictor import prepare_images
 from pipeline.segment.prompts import PromptBatch, make_prompts
+from pipeline.segment.rle import encode_on_device, encodes_on_device
 from pipeline.timing import StageTimer
 
 UPSAMPLE_PIXELS = 1 << 26
@@ -320,18 +321,35 @@ def _upsample(
     changed = np.zeros(len(c), bool)
     # At most ~64 M full-resolution logits at once (256 MB): 64 masks of 1 MP, 5 of 12 MP.
     step = max(1, min(cfg.points_per_batch, UPSAMPLE_PIXELS // (image_hw[0] * image_hw[1])))
+    # The small-region cleanup runs on the host, so with it the masks go there as pixels.
+    on_device = encodes_on_device(c.logits.device) and cfg.min_mask_region_area == 0
     for view in np.unique(c.views):
         positions = np.flatnonzero(c.views == view)
         for start in range(0, len(positions), step):
             pos = positions[start : start + step]
             rows = torch.as_tensor(pos, device=c.logits.device)
-            full, boxes[pos], changed[pos] = _full_masks(
-                c.logits[rows], views[view], image_hw, cfg.min_mask_region_area
-            )
-            areas[pos] = full.sum(axis=(1, 2))
-            for i, rle in zip(pos, encode_rle(full), strict=True):
+            if on_device:
+                runs = encode_on_device(_full_masks_t(c.logits[rows], views[view], image_hw))
+                boxes[pos], areas[pos], encoded = runs.boxes_xyxy, runs.areas, runs.rles()
+            else:
+                full, boxes[pos], changed[pos] = _full_masks(
+                    c.logits[rows], views[view], image_hw, cfg.min_mask_region_area
+                )
+                areas[pos], encoded = full.sum(axis=(1, 2)), encode_rle(full)
+            for i, rle in zip(pos, encoded, strict=True):
                 rles[i] = rle
     return rles, boxes, areas, changed
+
+
+def _full_masks_t(logits: torch.Tensor, view: _View, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Low-res logits [n,256,256] of one view → masks on the whole image, transposed [n,W,H] bool, on their device."""
+    x0, y0, x1, y1 = view.crop_box
+    masks_t = (upscale_logits(logits, view.hw) > MASK_THRESHOLD).transpose(-1, -2)  # [n,w,h], as the host's masks
+    if (x0, y0, x1, y1) == (0, 0, image_hw[1], image_hw[0]):
+        return masks_t.contiguous()
+    full_t = masks_t.new_zeros((len(logits), image_hw[1], image_hw[0]))
+    full_t[:, x0:x1, y0:y1] = masks_t
+    return full_t
 
 
 def _full_masks(

@@ -68,3 +68,18 @@ def test_outputs_are_identical_whatever_the_batching(weights, mode: str) -> None
             if key.startswith("seconds_"):  # timings
                 continue
             assert ours[key] == expected[key], f"{key} differs with decoder chunk, points per call, images {batching}"
+
+
+@pytest.mark.parametrize("mode", ["grid", "boxes", "autoppn"])
+def test_masks_encoded_on_the_device_equal_the_host_encoding(weights, mode: str, monkeypatch) -> None:
+    """The GPU's way (runs, areas and boxes computed by torch where the masks are, one side stream per device)
+    taken on the CPU: every output column equals pycocotools' encoding of host masks."""
+    from pipeline.segment import rle
+
+    expected = _run(weights, mode, *BATCHINGS[0])
+    monkeypatch.setattr(rle, "ON_DEVICE_TYPES", frozenset({"cpu"}))
+    ours = _run(weights, mode, *BATCHINGS[0])
+    assert sum(len(v) for v in ours[col.MASK_RLE_COUNTS]) > 0
+    for key in expected:
+        if not key.startswith("seconds_"):
+            assert ours[key] == expected[key], f"{key} differs when masks are RL-encoded with torch"
