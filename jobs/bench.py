@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--models", default="efficientvit-sam-l0,efficientvit-sam-xl1", help="for --gpu-table")
     parser.add_argument("--precisions", default="fp32,bf16,fp16", help="for --gpu-table")
+    parser.add_argument("--compile-modes", default="eager", help="for --gpu-table: eager, aot or both (eager,aot)")
     parser.add_argument("--batch-sizes", default="1,8,16", help="batch sizes for --encoder-only")
     parser.add_argument("--iterations", type=int, default=20, help="timed encoder calls per batch size")
     parser.add_argument(
@@ -113,11 +114,21 @@ def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
 def gpu_table_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     import tempfile
 
-    from pipeline.bench.gpu_table import gpu_table
+    from pipeline.bench.gpu_table import TableSpec, gpu_table
 
-    batch = int(args.batch_sizes.split(",")[-1])
+    spec = TableSpec(
+        models=args.models.split(","),
+        precisions=args.precisions.split(","),
+        batches=[int(b) for b in args.batch_sizes.split(",")],
+        iterations=args.iterations,
+        compile_modes=args.compile_modes.split(","),
+        boxes_per_image=args.boxes_per_image,
+        grid_points_per_side=args.points_per_side or 32,
+    )
+    if set(spec.compile_modes) - {"eager", "aot"}:
+        raise ValueError(f"--compile-modes takes eager and aot, got {args.compile_modes}")
     with tempfile.TemporaryDirectory(prefix="samlabel-gpu-table-") as work:
-        rows = gpu_table(cfg, args.models.split(","), args.precisions.split(","), batch, args.iterations, Path(work))
+        rows = gpu_table(cfg, spec, Path(work))
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "rows": rows}
 
 

@@ -44,14 +44,14 @@ def format_table(report: dict) -> str:
 
 def format_throughput(rows: list[dict]) -> str:
     """Encoder-only / end-to-end throughput rows (model, precision, batch, images/s, GPU utilisation)."""
-    header = f"{'what':<15}{'model':<22}{'precision':<10}{'batch':>6}{'images/s':>10}{'gpu util %':>11}"
+    header = f"{'what':<15}{'model':<22}{'precision':<10}{'compile':<8}{'batch':>6}{'images/s':>10}{'gpu util %':>11}"
     lines = [header + f"{'of encoder':>11}{'gate IoU':>9}"]
     for r in rows:
         extras = [r.get("gpu_utilization"), r.get("fraction_of_encoder_only"), r.get("gate_mask_iou")]
         util, fraction, gate = ("n/a" if v is None else f"{v:.3g}" for v in extras)
         lines.append(
-            f"{r['what']:<15}{r['model']:<22}{r['precision']:<10}{r['batch']:>6}{r['images_per_second']:>10.1f}"
-            f"{util:>11}{fraction:>11}{gate:>9}"
+            f"{r['what']:<15}{r['model']:<22}{r['precision']:<10}{r.get('compile', 'eager'):<8}{r['batch']:>6}"
+            f"{r['images_per_second']:>10.1f}{util:>11}{fraction:>11}{gate:>9}"
         )
     return "\n".join(lines)
 

@@ -66,6 +66,11 @@ class ModelConfig:
     """torch backend: run the encoder in channels-last memory format (faster convolutions on CPUs and GPUs)."""
     compile: bool = False
     """torch backend: torch.compile the encoder (slow first call per input shape)."""
+    aot_compile: bool = False
+    """torch backend: run the encoder as AOTInductor packages, one per batch bucket, built on first use and cached
+    in cache_dir/compiled for every actor and later run (key: weights, code, torch, device, precision, bucket)."""
+    compile_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    """aot_compile: the static batch sizes compiled; a call runs in pieces of the largest, the last padded up."""
     cache_dir: str | None = None
     """Where downloaded weights and built engines are cached; default ~/.cache/samlabel."""
 

@@ -22,6 +22,12 @@ def validate_label_config(cfg: LabelConfig) -> None:
         raise ConfigError(f"model.decoder_precision={cfg.model.decoder_precision} needs model.backend=torch")
     if cfg.model.precision not in ("fp32", "auto") and cfg.model.backend == "onnx":
         raise ConfigError(f"model.precision={cfg.model.precision} needs model.backend=torch or tensorrt (onnx: fp32)")
+    if cfg.model.aot_compile and cfg.model.backend != "torch":
+        raise ConfigError(f"model.aot_compile needs model.backend=torch, not {cfg.model.backend}")
+    if cfg.model.aot_compile and cfg.model.compile:
+        raise ConfigError("model.aot_compile and model.compile are two ways to compile the encoder: set one")
+    if not cfg.model.compile_buckets or min(cfg.model.compile_buckets) < 1:
+        raise ConfigError(f"model.compile_buckets must be batch sizes >= 1, got {list(cfg.model.compile_buckets)}")
     if cfg.prompts.mode == "yolo" and not cfg.yolo.weights:
         raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")
     if cfg.prompts.mode == "autoppn" and not cfg.autoppn.weights:

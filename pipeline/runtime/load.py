@@ -53,6 +53,9 @@ def load_runtime(model: ModelConfig, storage: StorageConfig, decoder_chunk: int)
             compile=model.compile,
             decoder_precision=chosen.decoder_precision,
             note=note,
+            aot_compile=model.aot_compile,
+            compile_buckets=model.compile_buckets,
+            compile_cache=cache_dir(model) / "compiled",
         )
         return runtime
     if model.backend == "onnx":

@@ -9,6 +9,8 @@ input go through :func:`pipeline.models.sam.decode_masks`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -17,6 +19,7 @@ from pipeline.models.fast_decoder import DecodeHints, FastMaskDecoder, ImageCont
 from pipeline.models.fused_encoder import fuse_for_inference, onednn_fusion_available
 from pipeline.models.sam import EfficientViTSam, decode_masks, embed_dense, embed_prompt_tokens
 from pipeline.runtime.base import Precision
+from pipeline.runtime.compiled_encoder import DEFAULT_BUCKETS, CompiledEncoder
 from pipeline.segment.geometry import normalize_and_pad
 from pipeline.segment.prompts import PromptBatch
 
@@ -77,6 +80,9 @@ class TorchSam:
         decoder_precision: Precision = "fp32",
         fuse_encoder: bool = True,
         note: str | None = None,
+        aot_compile: bool = False,
+        compile_buckets: tuple[int, ...] = DEFAULT_BUCKETS,
+        compile_cache: Path | None = None,
     ) -> None:
         if decoder_chunk < 1:
             raise ValueError(f"decoder_chunk must be >= 1, got {decoder_chunk}")
@@ -91,11 +97,24 @@ class TorchSam:
         encoder = self.model.image_encoder
         if fuse_encoder:
             # Under torch.compile, inductor makes its own CPU fusions from the plain convolutions.
-            onednn = self.device.type == "cpu" and not compile and onednn_fusion_available()
+            onednn = self.device.type == "cpu" and not (compile or aot_compile) and onednn_fusion_available()
             encoder = fuse_for_inference(encoder, onednn=onednn)
         if channels_last:
             encoder.to(memory_format=torch.channels_last)
         self.image_encoder = torch.compile(encoder) if compile else encoder
+        self.compiled: CompiledEncoder | None = None
+        if aot_compile:
+            if compile_cache is None:
+                raise ValueError("aot_compile needs a cache folder for its packages")
+            self.compiled = CompiledEncoder(
+                encoder,
+                device=self.device,
+                precision=precision,
+                channels_last=channels_last,
+                input_size=self.encoder_input_size,
+                cache_folder=compile_cache,
+                buckets=compile_buckets,
+            )
         with torch.inference_mode():
             self.image_pe = model.prompt_encoder.get_dense_pe()  # [1,256,64,64]
         self.fast = self.factored = self.exact = None
@@ -138,6 +157,8 @@ class TorchSam:
             images = images.pin_memory()
         images = images.to(self.device, non_blocking=True)
         x = normalize_and_pad(images, torch.as_tensor(input_hw), self.encoder_input_size)
+        if self.compiled is not None:  # its own precision, memory format and batch pieces
+            return self.compiled(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cpu" and len(x) > CPU_ENCODER_BATCH:

@@ -225,6 +225,9 @@ def test_s3_run_equals_local_run(ray_cluster, s3_endpoint, s3_bucket, grid_run, 
         (["--weights", "/nonexistent/w.pt"], "/nonexistent/w.pt"),
         (["--set", "model.backend=onnx", "--set", "model.decoder_precision=bf16"], "needs model.backend=torch"),
         (["--set", "model.backend=onnx", "--set", "model.precision=bf16"], "model.precision=bf16 needs model.backend"),
+        (["--set", "model.backend=onnx", "--set", "model.aot_compile=true"], "aot_compile needs model.backend=torch"),
+        (["--set", "model.aot_compile=true", "--set", "model.compile=true"], "two ways to compile the encoder"),
+        (["--set", "model.compile_buckets=[4, 0]"], "model.compile_buckets must be batch sizes >= 1"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):

@@ -94,9 +94,66 @@ def test_gpu_benchmark_command_runs(tmp_path) -> None:
 
     out = tmp_path / "gpu.json"
     argv = ["--device", "cuda", "--gpu-table", "--models", "mini-l", "--precisions", "fp32,bf16", "--batch-sizes", "4"]
-    assert main([*argv, "--iterations", "2", "--json", str(out)]) == 0
+    assert main([*argv, "--iterations", "2", "--points-per-side", "8", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 4 and all(r["images_per_second"] > 0 for r in rows)
+    assert [r["what"] for r in rows] == ["encoder-only", "segment+10box", "grid8"] * 2
+    assert all(r["images_per_second"] > 0 for r in rows)
+
+
+def test_rle_on_cuda_equals_pycocotools() -> None:
+    from pipeline.segment.masks import encode_rle
+    from pipeline.segment.rle import encode_on_device, rle_stream
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((16, 481, 643)) < 0.3
+    masks[0], masks[1], masks[2, 0, 0] = False, True, True
+    masks_t = torch.from_numpy(np.ascontiguousarray(masks.transpose(0, 2, 1))).cuda()
+    stream = rle_stream(masks_t.device)
+    stream.wait_stream(torch.cuda.current_stream())
+    runs = encode_on_device(masks_t, np.arange(1, 16), stream)
+    assert runs.rles() == encode_rle(masks[1:])
+    assert runs.areas.tolist() == masks[1:].sum((1, 2)).tolist()
+
+
+def test_grid_masks_on_cuda_equal_cpu() -> None:
+    from pipeline.config.sections import GridConfig
+    from pipeline.segment.grid import generate_grid_masks
+    from pipeline.segment.masks import decode_rle, mask_iou
+    from pipeline.segment.predictor import prepare_images
+
+    cfg = GridConfig(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    original_hw = np.array([image.shape[:2] for image in IMAGES])
+    labeled = []
+    for device in ("cpu", "cuda"):
+        runtime = TorchSam(fixture_model("l"), device=device)
+        canvases, input_hw = prepare_images(IMAGES, runtime.encoder_input_size)
+        labeled.append(generate_grid_masks(runtime, canvases, input_hw, original_hw, cfg))
+    for ours, theirs in zip(*labeled, strict=True):
+        assert len(ours.rles) > 0
+        matched = [max(mask_iou(decode_rle(a), decode_rle(b)) for b in theirs.rles) for a in ours.rles]
+        assert np.mean(matched) >= 0.98
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_aot_compiled_encoder_on_cuda(tmp_path, precision: str) -> None:
+    reference = TorchSam(fixture_model("l"), device="cuda")
+    compiled = TorchSam(
+        fixture_model("l"),
+        device="cuda",
+        precision=precision,
+        channels_last=True,
+        aot_compile=True,
+        compile_buckets=(2, 4),
+        compile_cache=tmp_path,
+    )
+    if precision == "fp32":
+        canvases = np.zeros((3, 512, 512, 3), np.uint8)
+        canvases[:, :300, :400] = IMAGES[0][:300, :400]
+        hw = np.array([[300, 400]] * 3)
+        a, b = reference.encode(canvases, hw), compiled.encode(canvases, hw)
+        assert float((a - b).abs().max() / a.abs().max()) <= 1e-3
+    else:
+        assert accuracy_gate(compiled, reference, IMAGES).passed
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs the [trt] extra")
