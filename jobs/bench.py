@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the commit at bucket scale: synthetic finished runs of N images (--masks each) committed as a rerun "
         "does, one fresh process per N; reports seconds, peak driver memory and output sizes",
     )
+    parser.add_argument(
+        "--decode-cost",
+        action="store_true",
+        help="core-ms per image of the decode stage (COCO-size JPEG, 12 MP JPEG, large PNG) and the CPU cores one "
+        "GPU needs at --rates",
+    )
+    parser.add_argument("--rates", default="350,1500", help="images/s per GPU for --decode-cost")
     parser.add_argument("--masks", type=int, default=50, help="masks per image for --scale")
     parser.add_argument("--workdir", type=Path, help="--scale: where the runs are written (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0)
@@ -132,6 +139,18 @@ def gpu_table_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "rows": rows}
 
 
+def decode_cost_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
+    from pipeline.bench.decode_cost import KINDS, decode_cost
+    from pipeline.models import model_card
+    from pipeline.runtime.capability import cpu_report
+
+    torch.set_num_threads(1)
+    long_side = model_card(cfg.model.name).encoder_input_size
+    rows = [decode_cost(kind, args.images, long_side) for kind in KINDS]
+    rates = [float(r) for r in args.rates.split(",")]
+    return {"machine": cpu_report(), "long_side": long_side, "rates": rates, "rows": rows}
+
+
 def scale_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     import shutil
     import tempfile
@@ -170,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.size.lower().split("x"))
         if cfg.segment.threads:
             torch.set_num_threads(cfg.segment.threads)
-        if args.scale:
+        if args.decode_cost:
+            from pipeline.bench.decode_cost import format_decode_cost
+
+            report = decode_cost_report(cfg, args)
+            print(f"decode stage on {report['machine']['cpu']}, one thread, resized to {report['long_side']} px long")
+            print(format_decode_cost(report["rows"], report["rates"]))
+        elif args.scale:
             report = scale_report(cfg, args)
             print(format_scale(report["rows"]))
         elif args.gpu_table:

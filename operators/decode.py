@@ -28,6 +28,9 @@ Decisions:
 - Limits: the declared width×height is checked right after ``Image.open``, before any pixel is decoded, against
   ``DecodeConfig.max_pixels`` → ``too_large``. PIL's own global bomb limit is raised to ours when lower, so that it
   can only fire on images we refuse anyway (its error or warning is then recorded as ``too_large``).
+- ``decode.device: cuda``: a JPEG (RGB or grayscale, no EXIF rotation) is only opened for its header and limits
+  here and leaves in ``image_jpeg`` with empty ``image_rgb`` and its sizes set; the segment actor decodes it
+  (:mod:`operators.device_decode`). Other files are decoded here as below.
 - Truncated files are refused (PIL's ``LOAD_TRUNCATED_IMAGES`` stays off) → ``truncated``; zero bytes → ``empty``;
   a format PIL cannot identify → ``not_an_image``; any other failure → ``decode_failed``. The message is one
   line with PIL's reason. One bad image never fails the batch.
@@ -51,6 +54,7 @@ from pipeline.schema import (
     IMAGE_BYTES,
     IMAGE_DETECT_RGB,
     IMAGE_HEIGHT,
+    IMAGE_JPEG,
     IMAGE_ORIGINAL_RGB,
     IMAGE_RGB,
     IMAGE_WIDTH,
@@ -60,14 +64,15 @@ from pipeline.schema import (
     has_error,
     seconds_column,
 )
-from pipeline.segment.geometry import resize_longest_side
+from pipeline.segment.geometry import preprocess_shape, resize_longest_side
 
 STAGE = "decode"
+ORIENTATION = 0x0112  # the EXIF tag
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
 @dataclass(frozen=True)
-class _Decoded:
+class Decoded:
     """One row's result: the resized RGB bytes and sizes, or an error (type, message) with what size is known."""
 
     rgb: bytes = b""
@@ -77,6 +82,8 @@ class _Decoded:
     input_hw: tuple[int, int] = (0, 0)
     image_hw: tuple[int, int] = (0, 0)
     error: tuple[str, str] | None = None
+    jpeg: bytes = b""
+    """The file itself, left for the segment actor to decode on its GPU (``decode.device: cuda``)."""
 
 
 def decode_images(
@@ -99,7 +106,9 @@ def decode_images(
     _defer_pil_limit_to(cfg.max_pixels)
     n = len(batch[IMAGE_BYTES])
     errors = error_columns(batch, n)
+    on_device = cfg.device == "cuda"
     rgb = np.full(n, b"", dtype=object)
+    jpegs = np.full(n, b"", dtype=object)
     originals = np.full(n, b"", dtype=object)
     detect = np.full(n, b"", dtype=object)
     sizes = {c: np.zeros(n, dtype=np.int32) for c in (INPUT_H, INPUT_W, IMAGE_HEIGHT, IMAGE_WIDTH, DETECT_H, DETECT_W)}
@@ -108,9 +117,12 @@ def decode_images(
         if has_error(errors, i):
             continue
         start = time.perf_counter()
-        result = _decode_one(raw, cfg.max_pixels, long_side, keep_original, detect_side)
+        result = on_device and device_jpeg(raw, cfg.max_pixels, long_side)
+        if not result:
+            result = decode_one(raw, cfg.max_pixels, long_side, keep_original, detect_side)
         seconds[i] = time.perf_counter() - start
         rgb[i] = result.rgb
+        jpegs[i] = result.jpeg
         originals[i] = result.original
         detect[i] = result.detect
         sizes[DETECT_H][i], sizes[DETECT_W][i] = result.detect_hw
@@ -126,14 +138,33 @@ def decode_images(
     out.update({IMAGE_RGB: rgb, **sizes, **errors, seconds_column(STAGE): seconds})
     if keep_original:
         out[IMAGE_ORIGINAL_RGB] = originals
+    if on_device:
+        out[IMAGE_JPEG] = jpegs
     return out
 
 
-def _decode_one(
-    raw: bytes | None, max_pixels: int, long_side: int, keep_original: bool, detect_side: int | None
-) -> _Decoded:
+def device_jpeg(raw: bytes | None, max_pixels: int, long_side: int) -> Decoded | None:
+    """A JPEG the segment actor decodes on its GPU: the file, its sizes from the header, or the too_large error;
+    None when this file is decoded here (not a JPEG, CMYK, an EXIF rotation, or a header PIL cannot read)."""
     if not raw:
-        return _Decoded(error=("empty", "the file has zero bytes"))
+        return None
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L") or im.getexif().get(ORIENTATION, 1) != 1:
+                return None
+            declared = (im.height, im.width)
+    except Exception:  # decode_one gives its error row
+        return None
+    if declared[0] * declared[1] > max_pixels:
+        return _too_large(declared, max_pixels)
+    return Decoded(jpeg=raw, input_hw=preprocess_shape(*declared, long_side), image_hw=declared)
+
+
+def decode_one(
+    raw: bytes | None, max_pixels: int, long_side: int, keep_original: bool, detect_side: int | None
+) -> Decoded:
+    if not raw:
+        return Decoded(error=("empty", "the file has zero bytes"))
     declared = (0, 0)
     try:
         with Image.open(io.BytesIO(raw)) as im:
@@ -144,20 +175,20 @@ def _decode_one(
             image = _to_rgb(ImageOps.exif_transpose(im))
         resized = resize_longest_side(image, long_side)
     except Exception as exc:  # whatever one file does becomes that file's error row
-        return _Decoded(image_hw=declared, error=(_error_type(exc), _describe(exc)))
+        return Decoded(image_hw=declared, error=(_error_type(exc), _describe(exc)))
     original = image.tobytes() if keep_original else b""
     detect, detect_hw = b"", (0, 0)
     if detect_side is not None:
         for_detector = resize_for_detector(image, detect_side)
         if for_detector.shape != resized.shape:  # equal shapes: the same pixels, the detector reads image_rgb
             detect, detect_hw = for_detector.tobytes(), for_detector.shape[:2]
-    return _Decoded(resized.tobytes(), original, detect, detect_hw, resized.shape[:2], image.shape[:2])
+    return Decoded(resized.tobytes(), original, detect, detect_hw, resized.shape[:2], image.shape[:2])
 
 
-def _too_large(declared_hw: tuple[int, int], max_pixels: int) -> _Decoded:
+def _too_large(declared_hw: tuple[int, int], max_pixels: int) -> Decoded:
     h, w = declared_hw
     message = f"declared size {w}x{h} = {w * h} pixels exceeds decode.max_pixels={max_pixels}"
-    return _Decoded(image_hw=declared_hw, error=("too_large", message))
+    return Decoded(image_hw=declared_hw, error=("too_large", message))
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -20,7 +20,7 @@ from operators.detect import Detect
 from operators.read import read_images
 from operators.records import to_records
 from operators.segment import Segment, SegmentPrompts
-from pipeline.config.sections import LabelConfig, RayConfig
+from pipeline.config.sections import ConfigError, LabelConfig, RayConfig
 from pipeline.models import model_card
 
 DETECT_GPU_SHARE = 0.25
@@ -44,6 +44,8 @@ def segment_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentRes
     spare = 2.0 if cfg.prompts.mode == "yolo" else 1.0  # the decode tasks, and the detect actor
     num_cpus = cfg.segment.num_cpus or (2.0 if num_gpus > 0 else max(1.0, cpus - spare))
     batch_size = cfg.segment.images_per_call(gpu=num_gpus > 0)
+    if cfg.decode.device == "cuda" and num_gpus <= 0:
+        raise ConfigError("decode.device=cuda decodes JPEGs on the segment actors' GPUs, but the cluster has no GPU")
     return SegmentResources(actors, num_gpus, min(num_cpus, cpus), batch_size)
 
 
@@ -102,7 +104,7 @@ def build_label_dataset(
         )
     # GPU actor (logical on CPU machines): encoder → prompts → mask decoder → filter → RLE.
     threads = cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None)
-    segment_args = (cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, threads)
+    segment_args = (cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, threads, cfg.decode)
     ds = ds.map_batches(
         Segment,
         fn_constructor_args=segment_args,

@@ -2,7 +2,8 @@
 
 One actor per GPU (or a CPU actor); the 256×64×64 embedding never leaves it.
 
-Reads:  image_id · image_rgb (raw HWC uint8, resized) · input_h · input_w · image_height · image_width ·
+Reads:  image_id · image_rgb (raw HWC uint8, resized) or image_jpeg (decoded here, on the actor's device:
+        decode.device cuda, see operators.device_decode) · input_h · input_w · image_height · image_width ·
         error_* · prompt_boxes_xyxy (boxes/yolo modes: boxes mode uses best-of-3 or the single-mask token as
         configured, yolo always the single-mask token, as MobileSAMv2)
         image_original_rgb (grid crop layers only)
@@ -20,16 +21,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from operators.device_decode import decode_jpegs_on_device
 from operators.rows import run_rows
 from pipeline import schema as col
 from pipeline.config.sections import (
     AutoPPNConfig,
     BoxesConfig,
+    DecodeConfig,
     GridConfig,
     LabelConfig,
     ModelConfig,
@@ -82,8 +86,12 @@ class Segment:
         segment: SegmentConfig,
         storage: StorageConfig,
         num_threads: int | None = None,
+        decode: DecodeConfig | None = None,
     ) -> None:
-        """Loads the model (and the AutoPPN head) in this actor; ``num_threads`` default: every core."""
+        """Loads the model (and the AutoPPN head) in this actor; ``num_threads`` default: every core. ``decode``:
+        limits for JPEGs it decodes itself (``image_jpeg``, ``decode.device: cuda``)."""
+        self.decode = decode or DecodeConfig()
+        self._device_images: dict[int, torch.Tensor] = {}
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
         self.mode, self.grid, self.autoppn = prompts.mode, prompts.grid, prompts.autoppn
@@ -112,17 +120,30 @@ class Segment:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])
         errors = col.error_columns(batch, n)
-        ok = [i for i in range(n) if not col.has_error(errors, i)]
         timer = StageTimer()
+        decode_seconds = np.zeros(n)
+        self._device_images = {}
+        if col.IMAGE_JPEG in batch:  # decode.device: cuda
+            start = time.perf_counter()
+            candidates = [i for i in range(n) if not col.has_error(errors, i)]
+            self._device_images = decode_jpegs_on_device(
+                batch, candidates, errors, self.runtime.device, self.decode.max_pixels
+            )
+            decode_seconds[candidates] = (time.perf_counter() - start) / max(len(candidates), 1)
+        ok = [i for i in range(n) if not col.has_error(errors, i)]
         done = run_rows("segment", ok, lambda rows: self._segment(batch, rows, timer), errors)
+        self._device_images = {}
         results: list[ImageMasks | None] = [done.get(i) for i in range(n)]
         dropped = np.zeros(n, np.int64)
         if self.max_masks is not None:
             for i, masks in enumerate(results):
                 if masks is not None:
                     results[i], dropped[i] = masks.top(self.max_masks)
-        out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB)}
+        out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB, col.IMAGE_JPEG)}
         out.update(errors)
+        if col.IMAGE_JPEG in batch:
+            decode = col.seconds_column("decode")
+            out[decode] = np.asarray(out.get(decode, np.zeros(n)), np.float64) + decode_seconds
         out.update(_to_columns(results))
         out[col.MASKS_DROPPED] = dropped
         for stage, seconds in timer.seconds.items():
@@ -136,7 +157,7 @@ class Segment:
             # In steps: on a GPU the next images are encoded while the host RL-encodes the previous ones.
             steps = (self._box_step(batch, rows[s]) for s in step_slices(len(rows), self.runtime.device))
             return segment_boxes_in_steps(self.runtime, steps, self.boxes, timer)
-        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
+        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size, self._device_images)
         if self.mode == "grid":
             originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
             grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals, timer)
@@ -154,7 +175,7 @@ class Segment:
 
     def _box_step(self, batch: dict[str, np.ndarray], rows: list[int]) -> tuple:
         """(canvases, input_hw, original_hw, boxes) of ``rows``, as segment_boxes_in_steps takes them."""
-        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size)
+        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size, self._device_images)
         boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
         return canvases, input_hw, original_hw, boxes
 
@@ -171,8 +192,16 @@ def _box_settings(mode: PromptMode, boxes: BoxesConfig, yolo: YoloConfig) -> Box
     )
 
 
-def _canvases(batch: dict[str, np.ndarray], rows: list[int], size: int) -> tuple[np.ndarray, ...]:
-    canvases = np.zeros((len(rows), size, size, 3), np.uint8)
+def _canvases(
+    batch: dict[str, np.ndarray], rows: list[int], size: int, device_images: dict[int, torch.Tensor]
+) -> tuple[np.ndarray | torch.Tensor, np.ndarray, np.ndarray]:
+    """Canvases [B,S,S,3] uint8 of ``rows`` (each resized image top-left), input and original (h, w) [B,2]. With
+    images decoded on the device among the rows, the canvases are built there."""
+    on_device = [device_images[i] for i in rows if i in device_images]
+    if on_device:
+        canvases = torch.zeros((len(rows), size, size, 3), dtype=torch.uint8, device=on_device[0].device)
+    else:
+        canvases = np.zeros((len(rows), size, size, 3), np.uint8)
     input_hw = np.zeros((len(rows), 2), np.int64)
     original_hw = np.zeros((len(rows), 2), np.int64)
     for k, i in enumerate(rows):
@@ -181,7 +210,11 @@ def _canvases(batch: dict[str, np.ndarray], rows: list[int], size: int) -> tuple
             raise ValueError(
                 f"image {batch[col.IMAGE_ID][i]!r} was decoded at {h}x{w}, larger than the encoder input {size}"
             )
-        canvases[k, :h, :w] = np.frombuffer(batch[col.IMAGE_RGB][i], np.uint8).reshape(h, w, 3)
+        if i in device_images:
+            canvases[k, :h, :w] = device_images[i]
+        else:
+            pixels = np.frombuffer(batch[col.IMAGE_RGB][i], np.uint8).reshape(h, w, 3)
+            canvases[k, :h, :w] = torch.from_numpy(pixels.copy()) if on_device else pixels
         input_hw[k] = (h, w)
         original_hw[k] = (int(batch[col.IMAGE_HEIGHT][i]), int(batch[col.IMAGE_WIDTH][i]))
     return canvases, input_hw, original_hw

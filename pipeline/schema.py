@@ -17,6 +17,7 @@ IMAGE_BYTES = "image_bytes"  # binary, the compressed file as stored
 
 # --- decode ----------------------------------------------------------------------------------------------------
 IMAGE_RGB = "image_rgb"  # binary, raw HWC uint8 RGB of the image resized to the encoder's long side (PIL-exact)
+IMAGE_JPEG = "image_jpeg"  # binary, the JPEG file as read, for the segment actor to decode on its GPU (decode.device)
 IMAGE_ORIGINAL_RGB = "image_original_rgb"  # binary, raw HWC uint8 RGB at the original size (grid crop layers only)
 IMAGE_DETECT_RGB = "image_detect_rgb"  # binary, raw HWC uint8 RGB resized for the detector (yolo; absent when equal
 #                                        to IMAGE_RGB, which the detector then reads)

@@ -187,6 +187,11 @@ class DecodeConfig:
     """Images per read/decode task (at most ``output.images_per_part``)."""
     num_cpus: float = 1.0
     """CPUs reserved per decode task."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """cuda: JPEGs travel compressed and are decoded by nvJPEG inside the segment actor on its GPU (batched), after
+    the decode task checked their header and limits; other formats, JPEGs with an EXIF rotation or a CMYK colour
+    space, and files nvJPEG rejects are decoded on the CPU as with cpu. Needs GPU segment actors; not with yolo
+    prompts or grid crop layers."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,14 @@ def validate_label_config(cfg: LabelConfig) -> None:
         raise ConfigError("model.aot_compile and model.compile are two ways to compile the encoder: set one")
     if not cfg.model.compile_buckets or min(cfg.model.compile_buckets) < 1:
         raise ConfigError(f"model.compile_buckets must be batch sizes >= 1, got {list(cfg.model.compile_buckets)}")
+    if cfg.decode.device == "cuda" and cfg.model.device == "cpu":
+        raise ConfigError("decode.device=cuda decodes on the segment actor's GPU: it needs model.device auto or cuda")
+    if cfg.decode.device == "cuda" and cfg.model.backend != "torch":
+        raise ConfigError(f"decode.device=cuda needs model.backend=torch, not {cfg.model.backend}")
+    if cfg.decode.device == "cuda" and (
+        cfg.prompts.mode == "yolo" or (cfg.prompts.mode == "grid" and cfg.grid.crop_n_layers)
+    ):
+        raise ConfigError("decode.device=cuda does not work with yolo prompts or grid crop layers (they need pixels)")
     if cfg.prompts.mode == "yolo" and not cfg.yolo.weights:
         raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")
     if cfg.prompts.mode == "autoppn" and not cfg.autoppn.weights:

@@ -228,6 +228,11 @@ def test_s3_run_equals_local_run(ray_cluster, s3_endpoint, s3_bucket, grid_run, 
         (["--set", "model.backend=onnx", "--set", "model.aot_compile=true"], "aot_compile needs model.backend=torch"),
         (["--set", "model.aot_compile=true", "--set", "model.compile=true"], "two ways to compile the encoder"),
         (["--set", "model.compile_buckets=[4, 0]"], "model.compile_buckets must be batch sizes >= 1"),
+        (
+            ["--set", "decode.device=cuda", "--set", "model.device=cpu"],
+            "decode.device=cuda decodes on the segment actor's GPU",
+        ),
+        (["--set", "decode.device=gpu"], "decode.device"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, args, message):

@@ -22,3 +22,14 @@ def test_gpu_cluster_gets_one_actor_per_gpu_with_large_batches() -> None:
 def test_a_set_batch_size_is_kept_on_either() -> None:
     for cluster in ({"CPU": 8.0}, {"CPU": 8.0, "GPU": 1.0}):
         assert segment_resources(_config("segment.batch_size=12"), cluster).batch_size == 12
+
+
+def test_jpegs_decoded_on_the_gpu_need_gpu_actors() -> None:
+    import pytest
+
+    from pipeline.config.sections import ConfigError
+
+    cfg = _config("decode.device=cuda")
+    assert segment_resources(cfg, {"CPU": 16.0, "GPU": 8.0}).num_gpus == 1.0
+    with pytest.raises(ConfigError, match="decode.device=cuda .* the cluster has no GPU"):
+        segment_resources(cfg, {"CPU": 16.0})
