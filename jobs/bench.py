@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "GPU needs at --rates",
     )
     parser.add_argument("--rates", default="350,1500", help="images/s per GPU for --decode-cost")
+    parser.add_argument(
+        "--feeding",
+        metavar="GPUS,CPUS,DECODE_MS",
+        help="the labeling graph on a local Ray declaring GPUS GPUs and CPUS CPUs, decode costing DECODE_MS per "
+        "image and instant segment actors: images/s reached against what the decode CPUs allow (--images images)",
+    )
     parser.add_argument("--masks", type=int, default=50, help="masks per image for --scale")
     parser.add_argument("--workdir", type=Path, help="--scale: where the runs are written (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0)
@@ -137,6 +143,16 @@ def gpu_table_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="samlabel-gpu-table-") as work:
         rows = gpu_table(cfg, spec, Path(work))
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "rows": rows}
+
+
+def feeding_report(args: argparse.Namespace) -> dict:
+    import tempfile
+
+    from pipeline.bench.feeding import feeding_check
+
+    gpus, cpus, decode_ms = args.feeding.split(",")
+    with tempfile.TemporaryDirectory(prefix="samlabel-feeding-") as work:
+        return feeding_check(Path(work), args.images, int(gpus), int(cpus), float(decode_ms))
 
 
 def decode_cost_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
@@ -189,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.size.lower().split("x"))
         if cfg.segment.threads:
             torch.set_num_threads(cfg.segment.threads)
-        if args.decode_cost:
+        if args.feeding:
+            report = feeding_report(args)
+            print(json.dumps(report, indent=2))
+        elif args.decode_cost:
             from pipeline.bench.decode_cost import format_decode_cost
 
             report = decode_cost_report(cfg, args)

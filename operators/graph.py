@@ -9,6 +9,7 @@ stages stream side by side on every GPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -24,6 +25,10 @@ from pipeline.config.sections import ConfigError, LabelConfig, RayConfig
 from pipeline.models import model_card
 
 DETECT_GPU_SHARE = 0.25
+# Share of the cluster Ray Data reserves, split evenly, for its operators. At Ray's 0.5 the write stage's reservation
+# sits idle while decode tasks, which must feed every GPU, get only their even share (docs/performance.md, "Feeding
+# the GPUs"); the segment actors' reservation is their own minimum either way.
+RESERVATION_RATIO = 0.75
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,17 @@ def detect_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentReso
 
 
 def build_label_dataset(
-    cfg: LabelConfig, inputs: pa.Table, *, run_id: str, categories: list[dict], resources: SegmentResources
+    cfg: LabelConfig,
+    inputs: pa.Table,
+    *,
+    run_id: str,
+    categories: list[dict],
+    resources: SegmentResources,
+    decode_fn: Callable[..., dict] = decode_images,
+    segment_actor: type = Segment,
 ) -> Dataset:
+    """The labeling graph over ``inputs`` (image_id, image_uri, ...). ``decode_fn`` and ``segment_actor`` are the
+    decode function and segment actor class (stand-ins with a set cost in the feeding check)."""
     # A segment task's output reaches the sink when the task ends: blocks of at most one part keep the images
     # a crash loses to the tasks in flight and one part being gathered.
     rows_per_block = max(1, min(cfg.decode.batch_size, cfg.output.images_per_part))
@@ -77,7 +91,7 @@ def build_label_dataset(
     # The detector gets its own copy at its input size (never enlarged) unless the encoder's copy is the same.
     detect_side = cfg.yolo.imgsz if cfg.prompts.mode == "yolo" else None
     ds = ds.map_batches(
-        decode_images,
+        decode_fn,
         fn_kwargs={
             "cfg": cfg.decode,
             "long_side": long_side,
@@ -106,7 +120,7 @@ def build_label_dataset(
     threads = cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None)
     segment_args = (cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, threads, cfg.decode)
     ds = ds.map_batches(
-        Segment,
+        segment_actor,
         fn_constructor_args=segment_args,
         batch_size=resources.batch_size,
         num_gpus=resources.num_gpus,
@@ -139,3 +153,4 @@ def init_ray(ray_cfg: RayConfig) -> None:
     context = DataContext.get_current()
     context.enable_progress_bars = ray_cfg.progress
     context.enable_operator_progress_bars = ray_cfg.progress
+    context.op_resource_reservation_ratio = RESERVATION_RATIO

@@ -144,7 +144,7 @@ class Segment:
         if col.IMAGE_JPEG in batch:
             decode = col.seconds_column("decode")
             out[decode] = np.asarray(out.get(decode, np.zeros(n)), np.float64) + decode_seconds
-        out.update(_to_columns(results))
+        out.update(mask_columns(results))
         out[col.MASKS_DROPPED] = dropped
         for stage, seconds in timer.seconds.items():
             out[col.seconds_column(stage)] = np.full(n, seconds / n)
@@ -242,7 +242,8 @@ def _from_grid(grid: GridMasks) -> ImageMasks:
     )
 
 
-def _to_columns(results: list[ImageMasks | None]) -> dict[str, np.ndarray]:
+def mask_columns(results: list[ImageMasks | None]) -> dict[str, np.ndarray]:
+    """The output list columns of one batch: a row per image, no masks for None."""
     columns: dict[str, list] = {c: [] for c in OUTPUT_LISTS}
     for result in results:
         masks = result or ImageMasks.empty()
