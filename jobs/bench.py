@@ -118,8 +118,13 @@ def encoder_only(cfg: LabelConfig, args: argparse.Namespace) -> dict:
         runtime = load_runtime(cfg.model, cfg.storage, cfg.segment.decoder_chunk)
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
+        compiled = getattr(runtime, "compiled", None)
+        built_before = sum(compiled.compile_seconds.values()) if compiled else 0.0
         row = encoder_throughput(runtime, batch, args.iterations)
         precision = resolved_precision(runtime, cfg)["precision"]
+        if compiled is not None:  # packages are built (or loaded) in the warm-up calls
+            built = sum(compiled.compile_seconds.values()) - built_before
+            row = {**row, "compile": "aot", "compile_seconds": round(built, 1)}
         rows.append({"what": "encoder-only", "model": cfg.model.name, "precision": precision, **row})
     return {"weights": weights, "device": str(runtime.device), "rows": rows}
 
