@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,onnx,yolo,train
+EXTRAS ?= dev,onnx,yolo,train,text
 
 .PHONY: setup browser demo test lint
 

@@ -42,16 +42,17 @@ class Detect:
         found: list[Detections | None] = [done.get(i) for i in range(n)]
         out = {k: v for k, v in batch.items() if k not in (col.IMAGE_DETECT_RGB, col.DETECT_H, col.DETECT_W)}
         out.update(errors)
-        out.update(_prompt_columns(batch[col.IMAGE_ID], found))
+        out.update(prompt_columns(batch[col.IMAGE_ID], found))
         return out
 
     def _detect(self, batch: dict[str, np.ndarray], rows: list[int]) -> list[Detections]:
-        images = [_detector_image(batch, i) for i in rows]
+        images = [detector_image(batch, i) for i in rows]
         original_hw = np.array([(batch[col.IMAGE_HEIGHT][i], batch[col.IMAGE_WIDTH][i]) for i in rows], np.int64)
         return self.detector.detect(images, original_hw.reshape(-1, 2))
 
 
-def _detector_image(batch: dict[str, np.ndarray], i: int) -> np.ndarray:
+def detector_image(batch: dict[str, np.ndarray], i: int) -> np.ndarray:
+    """Row ``i``'s image for a detector: its own copy when the decode task made one, else the encoder's."""
     if col.IMAGE_DETECT_RGB in batch and len(batch[col.IMAGE_DETECT_RGB][i]):
         raw, h, w = batch[col.IMAGE_DETECT_RGB][i], int(batch[col.DETECT_H][i]), int(batch[col.DETECT_W][i])
     else:
@@ -59,7 +60,8 @@ def _detector_image(batch: dict[str, np.ndarray], i: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(h, w, 3)
 
 
-def _prompt_columns(image_ids: np.ndarray, found: list[Detections | None]) -> dict[str, np.ndarray]:
+def prompt_columns(image_ids: np.ndarray, found: list[Detections | None]) -> dict[str, np.ndarray]:
+    """The box prompt columns of a batch (no boxes for None); category ids are class index + 1."""
     boxes, ids, categories, scores = [], [], [], []
     for image_id, detections in zip(image_ids, found, strict=True):
         if detections is None:

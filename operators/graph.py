@@ -1,9 +1,9 @@
 """The labeling dataset: the one place where operators become Ray Data ``map_batches`` stages.
 
-input rows ─► read + decode (CPU tasks) ─► [detect: YOLO actor, yolo prompts] ─► segment (actor per GPU, or CPU)
+input rows ─► read + decode (CPU tasks) ─► [detect: YOLO or text detector actor] ─► segment (actor per GPU, or CPU)
            ─► records (CPU) ─► sink
 
-With yolo prompts a GPU holds one detect actor (``DETECT_GPU_SHARE``) and one segment actor (the rest), so both
+With yolo or text prompts a GPU holds one detect actor (``DETECT_GPU_SHARE``) and one segment actor (the rest), so both
 stages stream side by side on every GPU.
 """
 
@@ -18,6 +18,7 @@ from ray.data import ActorPoolStrategy, Dataset
 
 from operators.decode import decode_images
 from operators.detect import Detect
+from operators.detect_text import DetectText
 from operators.read import read_images
 from operators.records import to_records
 from operators.segment import Segment, SegmentPrompts
@@ -25,6 +26,7 @@ from pipeline.config.sections import ConfigError, LabelConfig, RayConfig
 from pipeline.models import model_card
 
 DETECT_GPU_SHARE = 0.25
+DETECTOR_MODES = ("yolo", "text")
 # Share of the cluster Ray Data reserves, split evenly, for its operators. At Ray's 0.5 the write stage's reservation
 # sits idle while decode tasks, which must feed every GPU, get only their even share (docs/performance.md, "Feeding
 # the GPUs"); the segment actors' reservation is their own minimum either way.
@@ -43,10 +45,10 @@ class SegmentResources:
 def segment_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentResources:
     """One actor per GPU when the cluster has GPUs, else one CPU actor using all CPUs but one."""
     gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
-    whole = 1.0 - DETECT_GPU_SHARE if cfg.prompts.mode == "yolo" else 1.0
+    whole = 1.0 - DETECT_GPU_SHARE if cfg.prompts.mode in DETECTOR_MODES else 1.0
     num_gpus = cfg.segment.num_gpus if cfg.segment.num_gpus is not None else (whole if gpus >= 1 else 0.0)
     actors = cfg.segment.actors or (max(1, int(gpus // max(num_gpus, whole))) if num_gpus > 0 else 1)
-    spare = 2.0 if cfg.prompts.mode == "yolo" else 1.0  # the decode tasks, and the detect actor
+    spare = 2.0 if cfg.prompts.mode in DETECTOR_MODES else 1.0  # the decode tasks, and the detect actor
     num_cpus = cfg.segment.num_cpus or (2.0 if num_gpus > 0 else max(1.0, cpus - spare))
     batch_size = cfg.segment.images_per_call(gpu=num_gpus > 0)
     if cfg.decode.device == "cuda" and num_gpus <= 0:
@@ -57,8 +59,9 @@ def segment_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentRes
 def detect_resources(cfg: LabelConfig, cluster: dict[str, float]) -> SegmentResources:
     """With GPUs, one detect actor per GPU on a quarter of it; without, one CPU actor on one CPU."""
     gpus = cluster.get("GPU", 0.0)
-    num_gpus = cfg.yolo.num_gpus if cfg.yolo.num_gpus is not None else (DETECT_GPU_SHARE if gpus >= 1 else 0.0)
-    actors = cfg.yolo.actors or (max(1, int(gpus)) if num_gpus > 0 else 1)
+    section = cfg.text if cfg.prompts.mode == "text" else cfg.yolo
+    num_gpus = section.num_gpus if section.num_gpus is not None else (DETECT_GPU_SHARE if gpus >= 1 else 0.0)
+    actors = section.actors or (max(1, int(gpus)) if num_gpus > 0 else 1)
     return SegmentResources(actors, num_gpus, 1.0)
 
 
@@ -112,6 +115,21 @@ def build_label_dataset(
                 "cache_dir": cfg.model.cache_dir,
             },
             batch_size=cfg.yolo.batch_size,
+            num_gpus=detect.num_gpus,
+            num_cpus=detect.num_cpus,
+            compute=ActorPoolStrategy(size=detect.actors),
+        )
+    if cfg.prompts.mode == "text":
+        detect = detect_resources(cfg, ray.cluster_resources())
+        ds = ds.map_batches(
+            DetectText,
+            fn_constructor_kwargs={
+                "text": cfg.text,
+                "storage": cfg.storage,
+                "device": cfg.model.device,
+                "cache_dir": cfg.model.cache_dir,
+            },
+            batch_size=cfg.text.batch_size,
             num_gpus=detect.num_gpus,
             num_cpus=detect.num_cpus,
             compute=ActorPoolStrategy(size=detect.actors),

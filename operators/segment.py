@@ -13,8 +13,9 @@ Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · 
         decode_masks, filter, rle; the batch's time split over its rows); drops the image columns.
 Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
 with stage "segment" and the other images of the batch are still labeled.
-Modes: grid (point grid), boxes / yolo (box prompts), autoppn (the proposal head on the same embedding, its masks
-filtered like grid's). Resources: num_gpus from the graph; ``num_threads`` compute threads (default: every core).
+Modes: grid (point grid), boxes / yolo / text (box prompts; text decodes its boxes as boxes mode does), autoppn
+(the proposal head on the same embedding, its masks filtered like grid's). Resources: num_gpus from the graph;
+``num_threads`` compute threads (default: every core).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class Segment:
     def _segment(self, batch: dict[str, np.ndarray], rows: list[int], timer: StageTimer) -> list[ImageMasks]:
         if not rows:
             return []
-        if self.mode in ("boxes", "yolo"):
+        if self.mode in ("boxes", "yolo", "text"):
             # In steps: on a GPU the next images are encoded while the host RL-encodes the previous ones.
             steps = (self._box_step(batch, rows[s]) for s in step_slices(len(rows), self.runtime.device))
             return segment_boxes_in_steps(self.runtime, steps, self.boxes, timer)

@@ -15,7 +15,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Images per segment-actor call when segment.batch_size is unset.
 CPU_SEGMENT_BATCH = 4
 GPU_SEGMENT_BATCH = 32
-PromptMode = Literal["grid", "boxes", "yolo", "autoppn"]
+PromptMode = Literal["grid", "boxes", "yolo", "text", "autoppn"]
 
 
 class ConfigError(ValueError):
@@ -80,7 +80,8 @@ class PromptsConfig:
     """Where prompts come from."""
 
     mode: PromptMode = "grid"
-    """grid (segment everything), boxes (from a file), yolo (detector boxes) or autoppn (learned proposals)."""
+    """grid (segment everything), boxes (from a file), yolo (detector boxes), text (boxes of named classes from an
+    open-vocabulary detector) or autoppn (learned proposals)."""
     file: str | None = None
     """Boxes file for mode=boxes: COCO JSON (file_name resolved against input.uri) or Parquet."""
 
@@ -97,6 +98,33 @@ class BoxesConfig:
     """Drop masks whose stability score is below this (0 keeps every box's mask)."""
     stability_score_offset: float = 1.0
     """Logit offset for the stability score."""
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text prompts (--prompts text): OWLv2 through transformers (the optional [text] extra) turns class names into
+    boxes, which the box path turns into masks."""
+
+    classes: tuple[str, ...] = ()
+    """Class names, in category id order (ids 1, 2, ...); each name is also its text query."""
+    file: str | None = None
+    """Instead of classes: a YAML file of the classes in order, each a name, or name: [queries], or name: {queries:
+    [...], threshold: 0.2} (local path or s3://)."""
+    weights: str | None = None
+    """The detector's folder (config.json, model.safetensors, tokenizer and preprocessor files): local path,
+    s3://bucket/prefix/ or hf://owner/repo[@revision]; fetched before use, never downloaded by name."""
+    box_thresh: Fraction = 0.1
+    """Boxes whose best class score is not above this are dropped (a class's own threshold replaces it)."""
+    nms_thresh: Fraction = 0.5
+    """Per-class box NMS IoU threshold; 1 turns NMS off."""
+    max_boxes_per_image: AtLeastOne = 100
+    """Boxes kept per image, highest score first."""
+    batch_size: AtLeastOne = 8
+    """Images per detector call."""
+    actors: int | None = None
+    """Detector actors; default one per GPU in the cluster, or 1 without GPUs."""
+    num_gpus: float | None = None
+    """GPUs per detector actor; default a quarter of one when the cluster has GPUs."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +335,7 @@ class LabelConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     boxes: BoxesConfig = field(default_factory=BoxesConfig)
     yolo: YoloConfig = field(default_factory=YoloConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     autoppn: AutoPPNConfig = field(default_factory=AutoPPNConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)

@@ -35,12 +35,24 @@ def _evaluate(gt: COCO, results: list[dict], max_dets: Sequence[int] | None = No
     return evaluator
 
 
-def mask_ap(gt: COCO, results: list[dict]) -> dict[str, float]:
-    """COCO mask AP (AP, AP50, AP75, APs, APm, APl) of RLE ``results`` against ``gt``; 0 when there are none."""
+def mask_ap(gt: COCO, results: list[dict]) -> dict:
+    """COCO mask AP (AP, AP50, AP75, APs, APm, APl) of RLE ``results`` against ``gt``, and ``per_class``: each GT
+    category's AP (IoU 0.50:0.95, all areas) by name, None for a category without GT masks; 0 when there are no
+    results."""
+    names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
     if not results:
-        return {name: 0.0 for name in AP_NAMES}
-    stats = _evaluate(gt, results).stats
-    return {name: round(float(v), 6) for name, v in zip(AP_NAMES, stats[:6], strict=True)}
+        per_class = {name: (0.0 if gt.getAnnIds(catIds=[k]) else None) for k, name in names.items()}
+        return {**{name: 0.0 for name in AP_NAMES}, "per_class": per_class}
+    evaluator = _evaluate(gt, results)
+    out: dict = {name: round(float(v), 6) for name, v in zip(AP_NAMES, evaluator.stats[:6], strict=True)}
+    precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
+    per_class = {}
+    for k, category in enumerate(evaluator.params.catIds):
+        values = precision[:, :, k, 0, -1]
+        values = values[values > -1]
+        per_class[names[category]] = round(float(values.mean()), 6) if values.size else None
+    out["per_class"] = per_class
+    return out
 
 
 def class_agnostic(gt: COCO, results: list[dict]) -> tuple[COCO, list[dict]]:

@@ -5,8 +5,9 @@ Protocols (names as in ``--protocols``):
 * ``box``: GT-box mIoU (all/large/medium/small). From the model, or from a labeling run made with
   ``--prompts boxes --prompts-file <the GT file>`` (``labels``), matched by annotation id.
 * ``point``: RITM-clicker mIoU after each of ``clicks`` clicks (model only).
-* ``detector``: mask AP (COCOeval segm) of detector boxes: ``detections`` segmented by the model, or a labeling run's
-  masks (``labels``: a ``--prompts yolo`` or ``boxes`` run), categories matched by name.
+* ``detector``: mask AP (COCOeval segm) of detector boxes, overall and per class: ``detections`` segmented by the
+  model, or a labeling run's masks (``labels``: a ``--prompts yolo``, ``text`` or ``boxes`` run), categories matched
+  by name.
 * ``everything``: class-agnostic mask AR@10/100/1000 of a ``grid`` or ``autoppn`` labeling run (``labels``).
 """
 
@@ -27,6 +28,7 @@ PROTOCOLS: tuple[Protocol, ...] = ("box", "point", "detector", "everything")
 DEFAULT_FOR_RUN = {
     "boxes": ("box", "detector"),
     "yolo": ("detector",),
+    "text": ("detector",),
     "grid": ("everything",),
     "autoppn": ("everything",),
 }
@@ -63,7 +65,7 @@ def plan_protocols(request: EvalRequest, storage: StorageConfig) -> tuple[tuple[
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
         uses_model = protocol == "point" or (protocol in ("box", "detector") and not request.labels)
         if protocol == "detector" and not request.labels and not request.detections:
-            raise ValueError("protocol detector needs --detections (boxes to segment) or --labels (a yolo/boxes run)")
+            raise ValueError("protocol detector needs --detections (boxes to segment) or --labels (a detector run)")
         if protocol == "everything" and not request.labels:
             raise ValueError("protocol everything scores a grid/autoppn labeling run: pass --labels")
         if uses_model and (request.model is None or request.images is None):
@@ -136,6 +138,9 @@ def summary_lines(results: dict) -> list[str]:
     if "detector" in results:
         d = results["detector"]
         lines.append(f"detector-box mask AP: {_f(d['AP'])} (AP50 {_f(d['AP50'])}, AP75 {_f(d['AP75'])})")
+        per_class = [f"{name} {_f(ap)}" for name, ap in d.get("per_class", {}).items()]
+        if per_class:
+            lines.append("  per class: " + ", ".join(per_class))
     if "everything" in results:
         e = results["everything"]
         lines.append("class-agnostic mask " + ", ".join(f"{k} {_f(v)}" for k, v in e.items()))

@@ -28,7 +28,7 @@ def add_labeling_arguments(parser: argparse.ArgumentParser, output_help: str) ->
     parser.add_argument("--config", help="YAML config file (sections as in jobs/configs/label.yaml)")
     parser.add_argument("--model", help="efficientvit-sam-l0|l1|l2|xl0|xl1 (or l0 ...), or a test/demo model")
     parser.add_argument("--weights", help="local path, s3://... or hf://owner/repo/file")
-    parser.add_argument("--prompts", choices=["grid", "boxes", "yolo", "autoppn"], help="prompt source")
+    parser.add_argument("--prompts", choices=["grid", "boxes", "yolo", "text", "autoppn"], help="prompt source")
     parser.add_argument("--prompts-file", help="boxes for --prompts boxes: COCO .json or .parquet")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value"

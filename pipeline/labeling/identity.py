@@ -32,7 +32,7 @@ def labeling_settings(
         "decode": {k: data["decode"][k] for k in ("max_file_bytes", "max_pixels")},
         "limits": {k: data["segment"][k] for k in ("max_prompts_per_image", "max_masks_per_image")},
     }
-    if mode in ("yolo", "autoppn"):
+    if mode in ("yolo", "text", "autoppn"):
         settings["prompt_weights_sha256"] = prompt_weights_sha256
     return settings
 

@@ -1,7 +1,8 @@
-"""The prompt model of a run (yolo detector or AutoPPN head), checked on the driver before any image is read.
+"""The prompt model of a run (yolo or text detector, or AutoPPN head), checked on the driver before any image is read.
 
 Loading it here fails fast with one line (missing extra, missing or bad weights, unknown class filter), gives the
-weights' sha256 for the run identity, and for yolo the detector's class names, which become the COCO categories.
+weights' sha256 for the run identity, and for yolo the detector's class names (for text the given classes), which
+become the COCO categories.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def check_prompt_model(cfg: LabelConfig) -> PromptModel:
         names = {int(k): str(v) for k, v in model.names.items()}
         categories = detector_categories(names, class_indices(cfg.yolo.classes, names))
         return PromptModel(cfg.yolo.weights, digest, categories)
+    if cfg.prompts.mode == "text":
+        from pipeline.prompts.text import check_text_prompts
+
+        digest, categories = check_text_prompts(cfg.text, cfg.storage, cfg.model.cache_dir)
+        return PromptModel(cfg.text.weights, digest, categories)
     if cfg.prompts.mode == "autoppn":
         from pipeline.models import create_model
         from pipeline.prompts.autoppn.checkpoint import load_head

@@ -33,11 +33,15 @@ def validate_label_config(cfg: LabelConfig) -> None:
     if cfg.decode.device == "cuda" and cfg.model.backend != "torch":
         raise ConfigError(f"decode.device=cuda needs model.backend=torch, not {cfg.model.backend}")
     if cfg.decode.device == "cuda" and (
-        cfg.prompts.mode == "yolo" or (cfg.prompts.mode == "grid" and cfg.grid.crop_n_layers)
+        cfg.prompts.mode in ("yolo", "text") or (cfg.prompts.mode == "grid" and cfg.grid.crop_n_layers)
     ):
-        raise ConfigError("decode.device=cuda does not work with yolo prompts or grid crop layers (they need pixels)")
+        raise ConfigError(
+            "decode.device=cuda does not work with detector prompts or grid crop layers (they need pixels)"
+        )
     if cfg.prompts.mode == "yolo" and not cfg.yolo.weights:
         raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")
+    if cfg.prompts.mode == "text" and not cfg.text.weights:
+        raise ConfigError("--prompts text needs the detector: --set text.weights=FOLDER|s3://prefix/|hf://owner/repo")
     if cfg.prompts.mode == "autoppn" and not cfg.autoppn.weights:
         raise ConfigError("--prompts autoppn needs its head: --set autoppn.weights=PATH|s3://...|hf://...")
     if cfg.prompts.mode == "boxes" and not cfg.prompts.file:

@@ -94,6 +94,10 @@ def render_page(stats: RunStats, overlays: Sequence[Overlay], meta: dict[str, st
     """The whole page as a string."""
     counts = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in stats.counts.items())
     errors = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v}</td></tr>" for k, v in stats.error_types.items())
+    classes = "".join(
+        f"<tr><td>{html.escape(str(name))}</td><td>{n}</td></tr>"
+        for name, n in sorted(stats.masks_per_class.items(), key=lambda item: (-item[1], str(item[0])))
+    )
     charts = [
         _svg_histogram("predicted IoU", stats.predicted_iou.counts, _edges_labels(stats.predicted_iou, ".2f")),
         _svg_histogram("stability score", stats.stability.counts, _edges_labels(stats.stability, ".2f")),
@@ -108,6 +112,7 @@ def render_page(stats: RunStats, overlays: Sequence[Overlay], meta: dict[str, st
         f"<style>{STYLE}</style></head><body><h1>Labeling report</h1><p class=meta>{info}</p>"
         f'<h2>Counts</h2><table id="counts">{counts}</table>'
         f"{'<h3>errors by type</h3><table>' + errors + '</table>' if errors else ''}"
+        f'<h3>masks per class</h3><table id="classes">{classes}</table>'
         f'<h2>Distributions</h2><div class="charts">{"".join(charts)}</div>'
         f'<h2>Images to look at</h2><div class="lists">'
         f"{_list_table('fewest masks', stats.fewest)}{_list_table('most masks', stats.most)}"

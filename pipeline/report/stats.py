@@ -26,6 +26,7 @@ AREA_BINS = np.logspace(-5, 0, 21)  # mask area as a fraction of the image, log 
 LIST_LENGTH = 5
 ANNOTATION_COLUMNS = [
     col.IMAGE_ID,
+    col.CATEGORY_NAME,
     col.PREDICTED_IOU,
     col.STABILITY_SCORE,
     col.AREA,
@@ -58,6 +59,8 @@ class RunStats:
     stability: Histogram = field(default_factory=lambda: Histogram(UNIT_BINS))
     area_fraction: Histogram = field(default_factory=lambda: Histogram(AREA_BINS))
     masks_per_image: Counter = field(default_factory=Counter)
+    masks_per_class: Counter = field(default_factory=Counter)
+    """Kept masks per category name."""
     fewest: list[tuple] = field(default_factory=list)
     most: list[tuple] = field(default_factory=list)
     lowest_confidence: list[tuple] = field(default_factory=list)
@@ -128,6 +131,8 @@ def _annotation_part(stats: RunStats, uri: str | None, storage: StorageConfig) -
     table = read_part(uri, storage, ANNOTATION_COLUMNS)
     if table.num_rows == 0:
         return {}
+    for entry in pc.value_counts(table[col.CATEGORY_NAME]).to_pylist():
+        stats.masks_per_class[entry["values"]] += entry["counts"]
     iou = table[col.PREDICTED_IOU].to_numpy(zero_copy_only=False).astype(np.float64)
     stats.predicted_iou.add(iou)
     stats.stability.add(table[col.STABILITY_SCORE].to_numpy(zero_copy_only=False).astype(np.float64))

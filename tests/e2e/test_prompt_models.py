@@ -1,5 +1,6 @@
 """Labeling runs with learned prompt sources on the local Ray cluster: --prompts yolo (a randomly initialised
-yolov8n saved as a weight file; class names become the COCO categories, score is the detector confidence) and
+yolov8n saved as a weight file; class names become the COCO categories, score is the detector confidence),
+--prompts text (a tiny random OWLv2; the given classes become the categories, in order; a rerun resumes) and
 --prompts autoppn (a random head) write valid COCO and Parquet; missing weights fail fast with exit 2."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pipeline.prompts.autoppn.checkpoint import save_head
 from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
 from tests.e2e.conftest import read_dataset
 from tests.fixtures import write_fixture_weights
+from tests.text_models import write_tiny_owlv2
 from tests.yolo import write_random_yolo
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "images"
@@ -70,6 +72,38 @@ def test_yolo_prompts_end_to_end(ray_cluster, tmp_path):
     assert len(run["prompt_model"]["weights_sha256"]) == 64
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
+def test_text_prompts_end_to_end_and_resume(ray_cluster, tmp_path, capsys):
+    sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
+    owl = write_tiny_owlv2(tmp_path / "owlv2")
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("- forklift: [forklift, lift truck]\n- pallet: {queries: [pallet], threshold: 0.0}\n")
+    out = tmp_path / "out"
+    args = ["--input", str(DATA), "--output", str(out), "--model", "mini-l", "--weights", str(sam)]
+    sets = [f"text.weights={owl}", f"text.file={classes}", "text.box_thresh=0.0", "text.nms_thresh=1.0"]
+    sets += ["text.max_boxes_per_image=3"]
+    sets += ["boxes.pred_iou_thresh=0.0", "boxes.stability_score_thresh=0.0"]
+    command = [*args, "--prompts", "text", *[x for s in sets for x in ("--set", s)]]
+    assert _label(ray_cluster, *command) == 0
+    rows, coco = _check_outputs(out)
+    assert [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())] == [(1, "forklift"), (2, "pallet")]
+    assert len(rows) == 12  # 3 boxes per image, every mask kept
+    assert {r["category_name"] for r in rows} <= {"forklift", "pallet"}
+    assert all(r["prompt_type"] == "text" and r["prompt_box_xyxy"] is not None for r in rows)
+    assert all(0.0 < r["score"] <= 1.0 for r in rows)  # the detector's confidence
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["prompt_model"]["weights_sha256"]) == 64
+    page = (out / "report" / "index.html").read_text()
+    for name in {r["category_name"] for r in rows}:
+        count = sum(r["category_name"] == name for r in rows)
+        assert f"<tr><td>{name}</td><td>{count}</td></tr>" in page  # masks per class in the review report
+    first = (out / "coco.json").read_bytes()
+    capsys.readouterr()
+    assert _label(ray_cluster, *command) == 0
+    assert "0 of 4 images to label" in capsys.readouterr().out
+    assert (out / "coco.json").read_bytes() == first
+
+
 def test_autoppn_prompts_end_to_end(ray_cluster, tmp_path):
     sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
     torch.manual_seed(0)
@@ -94,6 +128,8 @@ def test_autoppn_prompts_end_to_end(ray_cluster, tmp_path):
     ("prompts", "extra", "message"),
     [
         ("yolo", [], "needs detector weights"),
+        ("text", [], "--prompts text needs the detector"),
+        ("text", ["--set", "text.weights=/nonexistent/owlv2", "--set", "text.classes=[box]"], "not a folder"),
         ("autoppn", [], "needs its head"),
         ("autoppn", ["--set", "autoppn.weights=/nonexistent/h.safetensors"], "no such file"),
     ],

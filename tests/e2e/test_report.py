@@ -53,8 +53,9 @@ def test_report_page_is_self_contained_and_lists_what_a_reviewer_needs(run):
     assert "<th>images</th><td>4</td>" in page and "<th>errors</th><td>0</td>" in page
     for title in ("predicted IoU", "stability score", "mask area / image area (log)", "masks per image"):
         assert f"<figcaption>{title}</figcaption>" in page
-    for title in ("fewest masks", "most masks", "lowest confidence"):
+    for title in ("fewest masks", "most masks", "lowest confidence", "masks per class"):
         assert f"<h3>{title}</h3>" in page
+    assert f'<table id="classes"><tr><td>object</td><td>{len(rows)}</td></tr></table>' in page  # grid: one class
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 3
     assert not re.search(r'(src|href)="(?!data:)', page)  # no external assets
     assert sorted(p.name for p in (run / "report" / "overlays").iterdir()) == ["000.png", "001.png", "002.png"]

@@ -1,0 +1,64 @@
+"""Tiny open-vocabulary models for tests: randomly initialised OWLv2 (and CLIP) built from small configs, with a CLIP
+tokenizer whose vocabulary the test writes (single characters and a few words), saved as a transformers folder with
+safetensors weights. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+WORDS = ("person", "forklift", "pallet", "lift", "truck", "box", "a", "photo", "of")
+IMAGE_SIZE = 64
+
+
+def tiny_tokenizer(max_tokens: int = 16):
+    from transformers import CLIPTokenizer
+
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    symbols = list(string.ascii_lowercase + string.digits + "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+    # The specials last: OWLv2 reads a query whose first token (the start token) is id 0 as padding.
+    vocab = {token: i for i, token in enumerate(symbols + [f"{s}</w>" for s in symbols] + specials)}
+    merges = []
+    for word in WORDS:  # merge each word letter by letter, so known words are one token and others are characters
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            merges.append((parts[0], parts[1]))
+            merged = parts[0] + parts[1]
+            vocab.setdefault(merged, len(vocab))
+            parts = [merged, *parts[2:]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_tokens)
+
+
+def write_tiny_owlv2(folder: Path, seed: int = 0, max_text_tokens: int = 16) -> Path:
+    """A random OWLv2 detector folder (config, model.safetensors, tokenizer, preprocessor) at ``folder``."""
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    tokenizer = tiny_tokenizer(max_text_tokens)
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": max_text_tokens,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": IMAGE_SIZE,
+        "patch_size": 16,
+    }
+    torch.manual_seed(seed)
+    model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    image_processor = Owlv2ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder
