@@ -89,6 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rates", default="350,1500", help="images/s per GPU for --decode-cost")
     parser.add_argument(
+        "--text-prompts",
+        action="store_true",
+        help="--prompts text: detector and segment images/s on --images generated images (text.weights, else "
+        "OWLv2-base's architecture with random weights; text.classes, else three)",
+    )
+    parser.add_argument(
         "--feeding",
         metavar="GPUS,CPUS,DECODE_MS",
         help="the labeling graph on a local Ray declaring GPUS GPUs and CPUS CPUs, decode costing DECODE_MS per "
@@ -148,6 +154,17 @@ def gpu_table_report(cfg: LabelConfig, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="samlabel-gpu-table-") as work:
         rows = gpu_table(cfg, spec, Path(work))
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "rows": rows}
+
+
+def text_prompts_report(cfg: LabelConfig, args: argparse.Namespace, size_hw: tuple[int, int]) -> dict:
+    import tempfile
+
+    from pipeline.bench.text_prompts import text_prompt_bench
+    from pipeline.runtime.capability import cpu_report
+
+    with tempfile.TemporaryDirectory(prefix="samlabel-text-") as work:
+        report = text_prompt_bench(cfg, args.images, size_hw, Path(work), args.seed)
+    return {"machine": cpu_report(), "threads": torch.get_num_threads(), **report}
 
 
 def feeding_report(args: argparse.Namespace) -> dict:
@@ -210,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.size.lower().split("x"))
         if cfg.segment.threads:
             torch.set_num_threads(cfg.segment.threads)
-        if args.feeding:
+        if args.text_prompts:
+            report = text_prompts_report(cfg, args, (height, width))
+            print(json.dumps(report, indent=2))
+        elif args.feeding:
             report = feeding_report(args)
             print(json.dumps(report, indent=2))
         elif args.decode_cost:

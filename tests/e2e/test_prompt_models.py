@@ -13,11 +13,11 @@ import torch
 from pycocotools.coco import COCO
 
 from jobs.label import main
+from pipeline.bench.text_models import write_tiny_owlv2
 from pipeline.prompts.autoppn.checkpoint import save_head
 from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
 from tests.e2e.conftest import read_dataset
 from tests.fixtures import write_fixture_weights
-from tests.text_models import write_tiny_owlv2
 from tests.yolo import write_random_yolo
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "images"

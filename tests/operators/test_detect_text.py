@@ -7,9 +7,9 @@ import numpy as np
 
 from operators.detect_text import DetectText
 from pipeline import schema as col
+from pipeline.bench.text_models import write_tiny_owlv2
 from pipeline.config.sections import StorageConfig, TextConfig
 from tests.fixtures import decoded_batch, fixture_images
-from tests.text_models import write_tiny_owlv2
 
 
 def test_boxes_of_the_named_classes_become_box_prompts(tmp_path) -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.bench.text_models import write_tiny_owlv2
 from pipeline.config.sections import StorageConfig, TextConfig
 from pipeline.prompts.text import TextClass, TextDetector, check_text_prompts, read_classes
-from tests.text_models import write_tiny_owlv2
 
 STORAGE = StorageConfig()
 CLASSES = [TextClass("forklift", ("forklift", "lift truck")), TextClass("pallet", ("pallet",))]

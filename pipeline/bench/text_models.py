@@ -1,6 +1,7 @@
-"""Tiny open-vocabulary models for tests: randomly initialised OWLv2 (and CLIP) built from small configs, with a CLIP
-tokenizer whose vocabulary the test writes (single characters and a few words), saved as a transformers folder with
-safetensors weights. Nothing is downloaded."""
+"""Randomly initialised OWLv2 detectors for tests and the benchmark, nothing downloaded: a CLIP tokenizer whose
+vocabulary is written here (single characters and a few words), and either a tiny model (tests) or OWLv2-base's
+architecture at its real input size (the benchmark's cost figures), saved as a transformers folder with safetensors
+weights."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ IMAGE_SIZE = 64
 
 
 def tiny_tokenizer(max_tokens: int = 16):
+    """A CLIP tokenizer over single characters and ``WORDS``, ``max_tokens`` long."""
     from transformers import CLIPTokenizer
 
     specials = ["<|startoftext|>", "<|endoftext|>"]
@@ -29,8 +31,28 @@ def tiny_tokenizer(max_tokens: int = 16):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_tokens)
 
 
+def write_random_owlv2_base(folder: Path, seed: int = 0) -> Path:
+    """A random detector with OWLv2-base's architecture (ViT-B/16 at 960 px, CLIP text tower) at ``folder``."""
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    tokenizer = tiny_tokenizer(16)
+    torch.manual_seed(seed)
+    config = Owlv2Config()
+    config.text_config.eos_token_id = tokenizer.eos_token_id
+    config.text_config.bos_token_id = tokenizer.bos_token_id
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    model = Owlv2ForObjectDetection(config).eval()
+    size = config.vision_config.image_size
+    processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": size, "width": size}), tokenizer)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def write_tiny_owlv2(folder: Path, seed: int = 0, max_text_tokens: int = 16) -> Path:
-    """A random OWLv2 detector folder (config, model.safetensors, tokenizer, preprocessor) at ``folder``."""
+    """A tiny random OWLv2 detector folder (config, model.safetensors, tokenizer, preprocessor) at ``folder``."""
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
