@@ -35,7 +35,9 @@ def write_random_owlv2_base(folder: Path, seed: int = 0) -> Path:
     """A random detector with OWLv2-base's architecture (ViT-B/16 at 960 px, CLIP text tower) at ``folder``."""
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()
     tokenizer = tiny_tokenizer(16)
     torch.manual_seed(seed)
     config = Owlv2Config()
