@@ -104,32 +104,18 @@ def build_label_dataset(
         batch_size=rows_per_block,
         num_cpus=cfg.decode.num_cpus,
     )
-    if cfg.prompts.mode == "yolo":
+    if cfg.prompts.mode in DETECTOR_MODES:
         detect = detect_resources(cfg, ray.cluster_resources())
+        yolo = cfg.prompts.mode == "yolo"
         ds = ds.map_batches(
-            Detect,
+            Detect if yolo else DetectText,
             fn_constructor_kwargs={
-                "yolo": cfg.yolo,
+                **({"yolo": cfg.yolo} if yolo else {"text": cfg.text}),
                 "storage": cfg.storage,
                 "device": cfg.model.device,
                 "cache_dir": cfg.model.cache_dir,
             },
-            batch_size=cfg.yolo.batch_size,
-            num_gpus=detect.num_gpus,
-            num_cpus=detect.num_cpus,
-            compute=ActorPoolStrategy(size=detect.actors),
-        )
-    if cfg.prompts.mode == "text":
-        detect = detect_resources(cfg, ray.cluster_resources())
-        ds = ds.map_batches(
-            DetectText,
-            fn_constructor_kwargs={
-                "text": cfg.text,
-                "storage": cfg.storage,
-                "device": cfg.model.device,
-                "cache_dir": cfg.model.cache_dir,
-            },
-            batch_size=cfg.text.batch_size,
+            batch_size=cfg.yolo.batch_size if yolo else cfg.text.batch_size,
             num_gpus=detect.num_gpus,
             num_cpus=detect.num_cpus,
             compute=ActorPoolStrategy(size=detect.actors),

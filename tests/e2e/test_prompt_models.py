@@ -1,6 +1,7 @@
 """Labeling runs with learned prompt sources on the local Ray cluster: --prompts yolo (a randomly initialised
 yolov8n saved as a weight file; class names become the COCO categories, score is the detector confidence),
---prompts text (a tiny random OWLv2; the given classes become the categories, in order; a rerun resumes) and
+--prompts text (a tiny random OWLv2; the given classes become the categories, in order; the class list is part
+of the run's identity) and
 --prompts autoppn (a random head) write valid COCO and Parquet; missing weights fail fast with exit 2."""
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def test_yolo_prompts_end_to_end(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
-def test_text_prompts_end_to_end_and_resume(ray_cluster, tmp_path, capsys):
+def test_text_prompts_end_to_end_and_rerun(ray_cluster, tmp_path, capsys):
     sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
     owl = write_tiny_owlv2(tmp_path / "owlv2")
     classes = tmp_path / "classes.yaml"
@@ -82,7 +83,8 @@ def test_text_prompts_end_to_end_and_resume(ray_cluster, tmp_path, capsys):
     args = ["--input", str(DATA), "--output", str(out), "--model", "mini-l", "--weights", str(sam)]
     sets = [f"text.weights={owl}", f"text.file={classes}", "text.box_thresh=0.0", "text.nms_thresh=1.0"]
     sets += ["text.max_boxes_per_image=3"]
-    sets += ["boxes.pred_iou_thresh=0.0", "boxes.stability_score_thresh=0.0"]
+    sets += ["boxes.pred_iou_thresh=0.0", "boxes.stability_score_thresh=0.0", "output.images_per_part=1"]
+    sets += ["segment.batch_size=1", "text.batch_size=1"]  # a part per image
     command = [*args, "--prompts", "text", *[x for s in sets for x in ("--set", s)]]
     assert _label(ray_cluster, *command) == 0
     rows, coco = _check_outputs(out)
@@ -99,9 +101,19 @@ def test_text_prompts_end_to_end_and_resume(ray_cluster, tmp_path, capsys):
         assert f"<tr><td>{name}</td><td>{count}</td></tr>" in page  # masks per class in the review report
     first = (out / "coco.json").read_bytes()
     capsys.readouterr()
-    assert _label(ray_cluster, *command) == 0
-    assert "0 of 4 images to label" in capsys.readouterr().out
+    assert _label(ray_cluster, *command) == 0  # the same settings: this run, already complete
+    assert "already holds this completed run" in capsys.readouterr().out
     assert (out / "coco.json").read_bytes() == first
+    # As after a crash before the commit: one image's parts and the commit's files gone; the rerun labels that image.
+    part = sorted((out / "images").iterdir())[0].name
+    for path in (out / "images" / part, out / "annotations" / part, out / "_SUCCESS", out / "coco.json"):
+        path.unlink(missing_ok=True)
+    assert _label(ray_cluster, *command) == 0
+    assert "1 of 4 images to label" in capsys.readouterr().out
+    assert (out / "coco.json").read_bytes() == first
+    classes.write_text("- pallet\n- forklift: [forklift, lift truck]\n")  # another class order: other labels
+    assert _label(ray_cluster, *command) == 2
+    assert "already holds a completed run with another configuration" in capsys.readouterr().err
 
 
 def test_autoppn_prompts_end_to_end(ray_cluster, tmp_path):
