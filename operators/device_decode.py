@@ -39,14 +39,14 @@ def decode_jpegs_on_device(
     for i, image in zip(jpegs, decoded, strict=True):
         original_hw = (int(batch[col.IMAGE_HEIGHT][i]), int(batch[col.IMAGE_WIDTH][i]))
         input_hw = (int(batch[col.INPUT_H][i]), int(batch[col.INPUT_W][i]))
-        if image is None or tuple(image.shape[1:]) != original_hw:
-            image = _on_cpu(jpegs[i], max_pixels, input_hw, device)
-            if isinstance(image, tuple):
-                mark_error(errors, i, STAGE, *image)
-                continue
-            images[i] = image
+        if image is not None and tuple(image.shape[1:]) == original_hw:
+            images[i] = _resize(image, input_hw)
             continue
-        images[i] = _resize(image, input_hw)
+        fallback = _on_cpu(jpegs[i], max_pixels, input_hw, device)
+        if isinstance(fallback, tuple):
+            mark_error(errors, i, STAGE, *fallback)
+        else:
+            images[i] = fallback
     return images
 
 

@@ -92,7 +92,6 @@ class Segment:
         """Loads the model (and the AutoPPN head) in this actor; ``num_threads`` default: every core. ``decode``:
         limits for JPEGs it decodes itself (``image_jpeg``, ``decode.device: cuda``)."""
         self.decode = decode or DecodeConfig()
-        self._device_images: dict[int, torch.Tensor] = {}
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
         self.mode, self.grid, self.autoppn = prompts.mode, prompts.grid, prompts.autoppn
@@ -123,17 +122,14 @@ class Segment:
         errors = col.error_columns(batch, n)
         timer = StageTimer()
         decode_seconds = np.zeros(n)
-        self._device_images = {}
+        decoded: dict[int, torch.Tensor] = {}
         if col.IMAGE_JPEG in batch:  # decode.device: cuda
             start = time.perf_counter()
             candidates = [i for i in range(n) if not col.has_error(errors, i)]
-            self._device_images = decode_jpegs_on_device(
-                batch, candidates, errors, self.runtime.device, self.decode.max_pixels
-            )
+            decoded = decode_jpegs_on_device(batch, candidates, errors, self.runtime.device, self.decode.max_pixels)
             decode_seconds[candidates] = (time.perf_counter() - start) / max(len(candidates), 1)
         ok = [i for i in range(n) if not col.has_error(errors, i)]
-        done = run_rows("segment", ok, lambda rows: self._segment(batch, rows, timer), errors)
-        self._device_images = {}
+        done = run_rows("segment", ok, lambda rows: self._segment(batch, decoded, rows, timer), errors)
         results: list[ImageMasks | None] = [done.get(i) for i in range(n)]
         dropped = np.zeros(n, np.int64)
         if self.max_masks is not None:
@@ -151,14 +147,17 @@ class Segment:
             out[col.seconds_column(stage)] = np.full(n, seconds / n)
         return out
 
-    def _segment(self, batch: dict[str, np.ndarray], rows: list[int], timer: StageTimer) -> list[ImageMasks]:
+    def _segment(
+        self, batch: dict[str, np.ndarray], decoded: dict[int, torch.Tensor], rows: list[int], timer: StageTimer
+    ) -> list[ImageMasks]:
+        """Masks of ``rows``; ``decoded`` holds the images of rows decoded on the device (decode.device: cuda)."""
         if not rows:
             return []
         if self.mode in ("boxes", "yolo", "text"):
             # In steps: on a GPU the next images are encoded while the host RL-encodes the previous ones.
-            steps = (self._box_step(batch, rows[s]) for s in step_slices(len(rows), self.runtime.device))
+            steps = (self._box_step(batch, decoded, rows[s]) for s in step_slices(len(rows), self.runtime.device))
             return segment_boxes_in_steps(self.runtime, steps, self.boxes, timer)
-        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size, self._device_images)
+        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size, decoded)
         if self.mode == "grid":
             originals = _originals(batch, rows, original_hw) if self.grid.crop_n_layers > 0 else None
             grid = generate_grid_masks(self.runtime, canvases, input_hw, original_hw, self.grid, originals, timer)
@@ -174,9 +173,9 @@ class Segment:
             return [_from_grid(g) for g in masks]
         raise ValueError(f"unknown prompt mode {self.mode!r}")
 
-    def _box_step(self, batch: dict[str, np.ndarray], rows: list[int]) -> tuple:
+    def _box_step(self, batch: dict[str, np.ndarray], decoded: dict[int, torch.Tensor], rows: list[int]) -> tuple:
         """(canvases, input_hw, original_hw, boxes) of ``rows``, as segment_boxes_in_steps takes them."""
-        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size, self._device_images)
+        canvases, input_hw, original_hw = _canvases(batch, rows, self.runtime.encoder_input_size, decoded)
         boxes = [np.asarray(batch[col.PROMPT_BOXES_XYXY][i], np.float32).reshape(-1, 4) for i in rows]
         return canvases, input_hw, original_hw, boxes
 

@@ -70,7 +70,7 @@ def replace_if_version(uri: str, data: bytes, version: str, storage: StorageConf
     """Replaces the object only if its version is still ``version``; False (nothing written) otherwise."""
     scheme, path = st.split_uri(uri)
     if scheme == "file":
-        with _guard(path):
+        with guard(path):
             current = read_versioned(uri, storage)
             if current is None or current.version != version:
                 return False
@@ -83,7 +83,7 @@ def delete_if_version(uri: str, version: str, storage: StorageConfig) -> bool:
     """Deletes the object only if its version is still ``version``; False otherwise."""
     scheme, path = st.split_uri(uri)
     if scheme == "file":
-        with _guard(path):
+        with guard(path):
             current = read_versioned(uri, storage)
             if current is None or current.version != version:
                 return False
@@ -118,9 +118,11 @@ def _write_temp(path: str, data: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _guard(path: str) -> Iterator[None]:
-    guard = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.guard")
-    with open(guard, "a") as handle:
+def guard(path: str) -> Iterator[None]:
+    """An exclusive lock among this machine's processes on the local file ``path`` (which need not exist): a
+    ``flock`` on ``.<name>.guard`` next to it."""
+    lock = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.guard")
+    with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
 
 from pipeline.config.sections import StorageConfig, TextConfig
 from pipeline.io.storage import fetch, list_files, parse_hf_uri, read_bytes, sha256_file, uri_scheme
@@ -162,27 +163,35 @@ def folder_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def load_detector_files(folder: Path):
-    """(model, processor) from ``folder``, from disk only, safetensors only."""
+def load_detector_files(folder: Path, weights: bool = True):
+    """(config, processor, model) from ``folder``, from disk only, safetensors only; ``weights=False`` leaves the
+    model out (None): what the driver's check needs, without loading the weights on the driver."""
     transformers = import_transformers()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    if not any(folder.glob("*.safetensors")):
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
         raise ValueError(f"text.weights {folder}: no .safetensors weights (pickled checkpoints are not loaded)")
     try:
+        for path in files:  # the headers, so that a damaged file is found without loading the tensors
+            with safe_open(path, "pt") as handle:
+                handle.keys()
+        config = transformers.Owlv2Config.from_pretrained(folder, local_files_only=True)
         processor = transformers.Owlv2Processor.from_pretrained(folder, local_files_only=True)
-        model = transformers.Owlv2ForObjectDetection.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True
-        )
-    except (OSError, ValueError) as exc:
+        model = None
+        if weights:
+            model = transformers.Owlv2ForObjectDetection.from_pretrained(
+                folder, local_files_only=True, use_safetensors=True
+            ).eval()
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ValueError(f"text.weights {folder}: not an OWLv2 detector folder ({str(exc).splitlines()[0]})") from None
-    return model.eval(), processor
+    return config, processor, model
 
 
-def tokenize_queries(processor, model, classes: Sequence[TextClass]) -> dict[str, torch.Tensor]:
+def tokenize_queries(processor, config, classes: Sequence[TextClass]) -> dict[str, torch.Tensor]:
     """Every query of every class, tokenized as the processor does; ValueError for a query over the text model's
-    length."""
-    limit = model.config.text_config.max_position_embeddings
+    length (``config``: the detector's)."""
+    limit = config.text_config.max_position_embeddings
     queries = [q for c in classes for q in c.queries]
     for query in queries:
         length = len(processor.tokenizer(query)["input_ids"])
@@ -205,9 +214,9 @@ class TextDetector:
         if not cfg.weights:
             raise ValueError("--prompts text needs the detector: --set text.weights=FOLDER|s3://...|hf://owner/repo")
         self.cfg, self.classes, self.device = cfg, list(classes), torch.device(device)
-        self.model, self.processor = load_detector_files(model_folder(cfg.weights, storage, cache_dir))
+        config, self.processor, self.model = load_detector_files(model_folder(cfg.weights, storage, cache_dir))
         self.model.to(self.device)
-        tokens = tokenize_queries(self.processor, self.model, self.classes)
+        tokens = tokenize_queries(self.processor, config, self.classes)
         self.query_class = torch.as_tensor(
             [k for k, c in enumerate(self.classes) for _ in c.queries], device=self.device
         )
@@ -275,11 +284,12 @@ def text_categories(classes: Sequence[TextClass]) -> list[dict]:
 
 
 def check_text_prompts(text: TextConfig, storage: StorageConfig, cache_dir: str | None) -> tuple[str, list[dict]]:
-    """On the driver, before any image is read: the classes, the detector folder, its files and the queries' token
-    lengths. Returns the identity of the detector and classes (sha256) and the COCO categories."""
+    """On the driver, before any image is read: the classes, the detector folder, its config, processor and
+    safetensors files (the weights themselves load in the actors) and the queries' token lengths. Returns the
+    identity of the detector and classes (sha256) and the COCO categories."""
     classes = read_classes(text, storage)
     folder = model_folder(text.weights, storage, cache_dir)
-    model, processor = load_detector_files(folder)
-    tokenize_queries(processor, model, classes)
+    config, processor, _ = load_detector_files(folder, weights=False)
+    tokenize_queries(processor, config, classes)
     identity = {"detector": folder_sha256(folder), "classes": [dataclasses.asdict(c) for c in classes]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest(), text_categories(classes)

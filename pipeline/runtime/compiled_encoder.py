@@ -10,19 +10,19 @@ size and the bucket. Actors that need the same package at once wait on a file lo
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pipeline.io.conditional import guard
 from pipeline.runtime.base import Precision
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class CompiledEncoder:
         """The loaded package of ``bucket``, built first when no actor has built it yet."""
         if bucket not in self._runners:
             path = self.package_path(bucket)
-            with _locked(path.with_suffix(".lock")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with guard(str(path)):
                 start = time.perf_counter()
                 built = not path.exists()
                 if built:
@@ -126,7 +127,6 @@ class CompiledEncoder:
     def _build(self, bucket: int, path: Path) -> None:
         example = torch.zeros((bucket, 3, self.input_size, self.input_size), device=self.device)
         exported = torch.export.export(self.graph, (example,))
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
         torch._inductor.aoti_compile_and_package(exported, package_path=str(partial))
         os.replace(partial, path)  # whole packages only: a crash mid-build leaves no file under the key
@@ -159,14 +159,3 @@ def _model_code_sha256() -> str:
     for name in _MODEL_SOURCES:
         digest.update((folder / name).read_bytes())
     return digest.hexdigest()
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

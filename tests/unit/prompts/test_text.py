@@ -157,3 +157,13 @@ def test_without_the_extra_the_message_names_it(owl: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ValueError, match=r"install the \[text\] extra, pip install 'samlabel\[text\]'"):
         check_text_prompts(TextConfig(weights=str(owl), classes=("box",)), STORAGE, None)
+
+
+def test_damaged_weights_are_refused_on_the_driver(owl: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    for path in owl.iterdir():
+        data = path.read_bytes()
+        (folder / path.name).write_bytes(data[:100] if path.suffix == ".safetensors" else data)
+    with pytest.raises(ValueError, match="not an OWLv2 detector folder"):
+        check_text_prompts(TextConfig(weights=str(folder), classes=("box",)), STORAGE, None)
