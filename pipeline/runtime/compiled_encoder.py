@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.io.conditional import guard
 from pipeline.runtime.base import Precision
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,9 @@ class CompiledEncoder:
     def runner(self, bucket: int):
         """The loaded package of ``bucket``, built first when no actor has built it yet."""
         if bucket not in self._runners:
+            # Imported here: the io package at import time changes the heap layout keep_freed_memory relies on.
+            from pipeline.io.conditional import guard
+
             path = self.package_path(bucket)
             path.parent.mkdir(parents=True, exist_ok=True)
             with guard(str(path)):
