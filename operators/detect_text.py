@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from operators.detect import Detect
 from pipeline.config.sections import StorageConfig, TextConfig
-from pipeline.prompts.text import TextDetector, read_classes
+from pipeline.ontology import read_classes
+from pipeline.prompts.text import TextDetector
 from pipeline.runtime.torch_backend import pick_device
 
 

@@ -1,7 +1,7 @@
 """The labeling dataset: the one place where operators become Ray Data ``map_batches`` stages.
 
-input rows ─► read + decode (CPU tasks) ─► [detect: YOLO or text detector actor] ─► segment (actor per GPU, or CPU)
-           ─► records (CPU) ─► sink
+input rows ─► read + decode (CPU tasks) ─► [detect: YOLO or text detector actor] ─► segment (actor per GPU, or CPU;
+           names the masks when a classifier is set) ─► records (CPU) ─► sink
 
 With yolo or text prompts a GPU holds one detect actor (``DETECT_GPU_SHARE``) and one segment actor (the rest), so both
 stages stream side by side on every GPU.
@@ -122,7 +122,7 @@ def build_label_dataset(
         )
     # GPU actor (logical on CPU machines): encoder → prompts → mask decoder → filter → RLE.
     threads = cfg.segment.threads or (max(1, int(resources.num_cpus)) if resources.num_gpus > 0 else None)
-    segment_args = (cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, threads, cfg.decode)
+    segment_args = (cfg.model, SegmentPrompts.of(cfg), cfg.segment, cfg.storage, threads, cfg.decode, cfg.classify)
     ds = ds.map_batches(
         segment_actor,
         fn_constructor_args=segment_args,

@@ -1,8 +1,9 @@
 """Records operator: turn the segment output into the output columns (still one row per image, lists of K).
 
 Reads:  image_id · mask_* lists · prompt_box_ids / prompt_category_ids / prompt_boxes_xyxy (box prompts) · error_*
-Writes: status · annotation_id · category_id · category_name · bbox_xywh · area · rle_counts · predicted_iou ·
-        stability_score · score (the detector confidence when prompt_scores is present, else the predicted IoU) ·
+Writes: status · annotation_id · category_id (the classifier's when mask_category_id is present, else the prompt's) ·
+        category_name · bbox_xywh · area · rle_counts · predicted_iou · stability_score · score (the detector
+        confidence when prompt_scores is present, else the predicted IoU) · class_score (null without a classifier) ·
         prompt_box_xyxy · prompt_points (lists) · prompt_type · model · run_id;
         drops the mask_* and prompt_* lists. The sink explodes the lists into one row per annotation.
 Annotation ids: the input box's id for box prompts, else :func:`pipeline.ids.annotation_id_for`.
@@ -58,6 +59,10 @@ def _image_records(batch: dict[str, np.ndarray], i: int, categories: dict[int, s
     if col.PROMPT_SCORES in batch:
         detector = list(batch[col.PROMPT_SCORES][i])
         scores = [float(detector[p]) for p in prompt_index]
+    class_scores: list[float | None] = [None] * k
+    if col.MASK_CATEGORY_ID in batch:
+        category_ids = [int(c) for c in batch[col.MASK_CATEGORY_ID][i]]
+        class_scores = [float(v) for v in batch[col.MASK_CLASS_SCORE][i]]
     areas = [int(a) for a in batch[col.MASK_AREA][i]]
     points = [[list(map(float, p)) for p in pts] or None for pts in batch[col.MASK_PROMPT_POINTS][i]]
     return {
@@ -70,6 +75,7 @@ def _image_records(batch: dict[str, np.ndarray], i: int, categories: dict[int, s
         col.PREDICTED_IOU: [float(v) for v in batch[col.MASK_PREDICTED_IOU][i]],
         col.STABILITY_SCORE: [float(v) for v in batch[col.MASK_STABILITY][i]],
         col.SCORE: scores,
+        col.CLASS_SCORE: class_scores,
         col.PROMPT_BOX_XYXY: prompt_boxes,
         col.PROMPT_POINTS: points,
     }

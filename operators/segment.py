@@ -14,8 +14,9 @@ Writes: mask_rle_counts · mask_bbox_xyxy · mask_area · mask_predicted_iou · 
 Rows that already carry an error pass through with empty lists; an image that fails here becomes an error row
 with stage "segment" and the other images of the batch are still labeled.
 Modes: grid (point grid), boxes / yolo / text (box prompts; text decodes its boxes as boxes mode does), autoppn
-(the proposal head on the same embedding, its masks filtered like grid's). Resources: num_gpus from the graph;
-``num_threads`` compute threads (default: every core).
+(the proposal head on the same embedding, its masks filtered like grid's). Any mode's kept masks can be named by the
+zero-shot classifier (:mod:`pipeline.classify`) here, on the image this actor already holds. Resources: num_gpus from
+the graph; ``num_threads`` compute threads (default: every core).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline import schema as col
 from pipeline.config.sections import (
     AutoPPNConfig,
     BoxesConfig,
+    ClassifyConfig,
     DecodeConfig,
     GridConfig,
     LabelConfig,
@@ -88,9 +90,11 @@ class Segment:
         storage: StorageConfig,
         num_threads: int | None = None,
         decode: DecodeConfig | None = None,
+        classify: ClassifyConfig | None = None,
     ) -> None:
-        """Loads the model (and the AutoPPN head) in this actor; ``num_threads`` default: every core. ``decode``:
-        limits for JPEGs it decodes itself (``image_jpeg``, ``decode.device: cuda``)."""
+        """Loads the model (and the AutoPPN head, and the classifier) in this actor; ``num_threads`` default: every
+        core. ``decode``: limits for JPEGs it decodes itself (``image_jpeg``, ``decode.device: cuda``); ``classify``:
+        names the kept masks when it has classes."""
         self.decode = decode or DecodeConfig()
         # Ray sets OMP_NUM_THREADS to the actor's CPU reservation; a CPU actor should use every core instead.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
@@ -117,6 +121,13 @@ class Segment:
                 device=self.runtime.device,
             )
 
+        self.classifier = None
+        if classify is not None and classify.enabled:
+            from pipeline.classify.classifier import ZeroShotClassifier, read_classify_classes
+
+            classes = read_classify_classes(classify, storage)
+            self.classifier = ZeroShotClassifier(classify, classes, storage, self.runtime.device, model.cache_dir)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])
         errors = col.error_columns(batch, n)
@@ -136,13 +147,20 @@ class Segment:
             for i, masks in enumerate(results):
                 if masks is not None:
                     results[i], dropped[i] = masks.top(self.max_masks)
+        if self.classifier is not None:
+            named = [i for i, masks in enumerate(results) if masks is not None]
+            with timer("classify"):
+                done = run_rows("segment", named, lambda rows: self._name(batch, decoded, rows, results), errors)
+            results = [done.get(i) for i in range(n)]
         out = {k: v for k, v in batch.items() if k not in (col.IMAGE_RGB, col.IMAGE_ORIGINAL_RGB, col.IMAGE_JPEG)}
         out.update(errors)
         if col.IMAGE_JPEG in batch:
             decode = col.seconds_column("decode")
             out[decode] = np.asarray(out.get(decode, np.zeros(n)), np.float64) + decode_seconds
-        out.update(mask_columns(results))
+        out.update(mask_columns(results, named=self.classifier is not None))
         out[col.MASKS_DROPPED] = dropped
+        if self.classifier is not None:
+            out[col.MASKS_UNNAMED] = np.array([m.unnamed if m else 0 for m in results], np.int64)
         for stage, seconds in timer.seconds.items():
             out[col.seconds_column(stage)] = np.full(n, seconds / n)
         return out
@@ -172,6 +190,27 @@ class Segment:
             )
             return [_from_grid(g) for g in masks]
         raise ValueError(f"unknown prompt mode {self.mode!r}")
+
+    def _name(
+        self,
+        batch: dict[str, np.ndarray],
+        decoded: dict[int, torch.Tensor],
+        rows: list[int],
+        results: list[ImageMasks | None],
+    ) -> list[ImageMasks]:
+        """The masks of ``rows`` named by the classifier, on the images this call holds."""
+        from pipeline.classify.naming import ImageView, name_masks
+
+        views = []
+        for i in rows:
+            if i in decoded:
+                pixels = decoded[i]
+            else:
+                h, w = int(batch[col.INPUT_H][i]), int(batch[col.INPUT_W][i])
+                array = np.frombuffer(batch[col.IMAGE_RGB][i], np.uint8).reshape(h, w, 3)
+                pixels = torch.from_numpy(array.copy()).to(self.runtime.device)
+            views.append(ImageView(pixels, (int(batch[col.IMAGE_HEIGHT][i]), int(batch[col.IMAGE_WIDTH][i]))))
+        return name_masks(self.classifier, views, [results[i] for i in rows])
 
     def _box_step(self, batch: dict[str, np.ndarray], decoded: dict[int, torch.Tensor], rows: list[int]) -> tuple:
         """(canvases, input_hw, original_hw, boxes) of ``rows``, as segment_boxes_in_steps takes them."""
@@ -242,9 +281,12 @@ def _from_grid(grid: GridMasks) -> ImageMasks:
     )
 
 
-def mask_columns(results: list[ImageMasks | None]) -> dict[str, np.ndarray]:
-    """The output list columns of one batch: a row per image, no masks for None."""
+def mask_columns(results: list[ImageMasks | None], named: bool = False) -> dict[str, np.ndarray]:
+    """The output list columns of one batch: a row per image, no masks for None; ``named``: with the classifier's
+    category and score lists."""
     columns: dict[str, list] = {c: [] for c in OUTPUT_LISTS}
+    categories: list[list[int]] = []
+    class_scores: list[list[float]] = []
     for result in results:
         masks = result or ImageMasks.empty()
         points = masks.prompt_points
@@ -256,4 +298,11 @@ def mask_columns(results: list[ImageMasks | None]) -> dict[str, np.ndarray]:
         columns[col.MASK_SCORE].append(masks.scores.tolist())
         columns[col.MASK_PROMPT_INDEX].append(masks.prompt_index.tolist())
         columns[col.MASK_PROMPT_POINTS].append([[] for _ in masks.rles] if points is None else points.tolist())
-    return {c: col.object_column(v) for c, v in columns.items()}
+        if named:
+            categories.append([] if masks.category_id is None else masks.category_id.tolist())
+            class_scores.append([] if masks.class_score is None else masks.class_score.tolist())
+    out = {c: col.object_column(v) for c, v in columns.items()}
+    if named:
+        out[col.MASK_CATEGORY_ID] = col.object_column(categories)
+        out[col.MASK_CLASS_SCORE] = col.object_column(class_scores)
+    return out

@@ -60,10 +60,13 @@ MASK_STABILITY = "mask_stability_score"  # list<float32>
 MASK_SCORE = "mask_score"  # list<float32>
 MASK_PROMPT_INDEX = "mask_prompt_index"  # list<int64>, row of the prompt in the image's prompt list
 MASK_PROMPT_POINTS = "mask_prompt_points"  # list<list<list<float32>>>, point prompts (x, y original px) per mask
+MASK_CATEGORY_ID = "mask_category_id"  # list<int64>, the classifier's category of each mask (classify only)
+MASK_CLASS_SCORE = "mask_class_score"  # list<float32>, the classifier's score of that category (classify only)
 
 # --- limits: what was cut off for an image (int64; absent means 0) ------------------------------------------------
 PROMPTS_DROPPED = "prompts_dropped"  # boxes past segment.max_prompts_per_image, dropped when planning
 MASKS_DROPPED = "masks_dropped"  # masks past segment.max_masks_per_image, dropped by the segment operator
+MASKS_UNNAMED = "masks_unnamed"  # masks the classifier named none of its classes, dropped (classify.below: drop)
 
 # --- records: the output columns, still one row per image (lists of length K) until the sink explodes them ------
 STATUS = "status"  # str: "labeled" | "error"
@@ -76,6 +79,7 @@ RLE_COUNTS = "rle_counts"
 PREDICTED_IOU = "predicted_iou"
 STABILITY_SCORE = "stability_score"
 SCORE = "score"
+CLASS_SCORE = "class_score"  # the classifier's score of the category; null when the masks were not classified
 PROMPT_TYPE = "prompt_type"
 PROMPT_BOX_XYXY = "prompt_box_xyxy"
 PROMPT_POINTS = "prompt_points"
@@ -92,6 +96,7 @@ ANNOTATION_LISTS = (
     PREDICTED_IOU,
     STABILITY_SCORE,
     SCORE,
+    CLASS_SCORE,
     PROMPT_BOX_XYXY,
     PROMPT_POINTS,
 )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-STAGES = ("read", "decode", "encode", "prompts", "decode_masks", "filter", "rle", "write")
+STAGES = ("read", "decode", "encode", "prompts", "decode_masks", "filter", "rle", "classify", "write")
 
 
 class StageTimer:

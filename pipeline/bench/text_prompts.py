@@ -15,7 +15,8 @@ import torch
 from pipeline.bench.data import photo_like
 from pipeline.bench.text_models import write_random_owlv2_base
 from pipeline.config.sections import LabelConfig
-from pipeline.prompts.text import TextClass, TextDetector, read_classes
+from pipeline.ontology import NamedClass, read_classes
+from pipeline.prompts.text import TextDetector
 from pipeline.runtime.load import load_runtime
 from pipeline.segment.boxes import segment_boxes
 from pipeline.segment.predictor import EncodedImages, prepare_images
@@ -32,7 +33,7 @@ def text_prompt_bench(cfg: LabelConfig, images: int, size_hw: tuple[int, int], w
     if not text.weights:
         text = dataclasses.replace(text, weights=str(write_random_owlv2_base(work / "owlv2-base-random", seed)))
     given = text.classes or text.file
-    classes = read_classes(text, cfg.storage) if given else [TextClass(c, (c,)) for c in DEFAULT_CLASSES]
+    classes = read_classes(text, cfg.storage) if given else [NamedClass(c, (c,)) for c in DEFAULT_CLASSES]
     device = torch.device("cuda" if cfg.model.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     pictures = [photo_like(*size_hw, seed=seed + i) for i in range(images)]
     original_hw = np.array([p.shape[:2] for p in pictures])

@@ -128,6 +128,39 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class ClassifyConfig:
+    """Names for the masks of any prompt mode: a zero-shot image-text model (CLIP or SigLIP through transformers, the
+    optional [text] extra) scores a crop of each kept mask against the class names. Off while classes and file are
+    empty; on, its classes replace the run's categories."""
+
+    classes: tuple[str, ...] = ()
+    """Class names, in category id order (ids 1, 2, ...); each name is also its text query."""
+    file: str | None = None
+    """Instead of classes: a YAML file of the classes in order, as text.file (name, name: [queries], or name:
+    {queries: [...], threshold: 0.3})."""
+    weights: str | None = None
+    """The classifier's folder (config.json, model.safetensors, tokenizer and preprocessor files): local path,
+    s3://bucket/prefix/ or hf://owner/repo[@revision]; fetched before use, never downloaded by name."""
+    template: str = "a photo of a {}."
+    """Each query is read as this text with {} replaced by the query; a class's texts are averaged."""
+    min_score: Fraction = 0.0
+    """A mask whose best class score is below this (or below that class's own threshold) is not named. Scores:
+    CLIP's softmax over the classes, SigLIP's sigmoid of each class."""
+    below: Literal["unknown", "drop"] = "unknown"
+    """A mask that is not named gets the category "unknown" (the id after the classes), or is dropped."""
+    background: Literal["mean", "keep"] = "mean"
+    """Crop pixels outside the mask: the classifier's mean colour (only the mask is seen), or kept as they are."""
+    margin: NonNegativeFloat = 0.1
+    """Context around the mask: the square crop reaches this fraction of the box's longer side past each side."""
+    batch_size: AtLeastOne = 64
+    """Crops per classifier call."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.classes or self.file)
+
+
+@dataclass(frozen=True)
 class YoloConfig:
     """Detector prompts (--prompts yolo): YOLOv8 boxes through ultralytics (the optional [yolo] extra, AGPL-3.0)."""
 
@@ -336,6 +369,7 @@ class LabelConfig:
     boxes: BoxesConfig = field(default_factory=BoxesConfig)
     yolo: YoloConfig = field(default_factory=YoloConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     autoppn: AutoPPNConfig = field(default_factory=AutoPPNConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)

@@ -2,8 +2,9 @@
 
 Images are the labeled ones (``file_name`` = image id, the path relative to the input); annotations carry
 ``id, image_id, category_id, segmentation{size, counts}, area, bbox, iscrowd=0, score, predicted_iou,
-stability_score``. Images are sorted by image id and annotations by (image id, annotation id), so identical
-labels give a byte-identical file however they were split into parts.
+stability_score``, and ``class_score`` when a classifier named the masks. Images are sorted by image id and
+annotations by (image id, annotation id), so identical labels give a byte-identical file however they were split
+into parts.
 
 A run writes one ``coco.json`` (:func:`write_coco_json`: streamed through a local spool file, so the driver holds
 only image ids and offsets, never the annotations), or, above ``output.coco_max_images``, one shard per part under
@@ -46,6 +47,7 @@ ANNOTATION_COLUMNS = [
     col.SCORE,
     col.PREDICTED_IOU,
     col.STABILITY_SCORE,
+    col.CLASS_SCORE,
 ]
 _COMPACT = (",", ":")
 
@@ -119,12 +121,15 @@ def annotation_texts(annotations: pa.Table, segmentation: Segmentation) -> list[
     table = annotations.select(ANNOTATION_COLUMNS).sort_by(order)
     columns = [table[name].to_pylist() for name in ANNOTATION_COLUMNS]
     texts: list[tuple[str, list[str]]] = []
-    for image_id, aid, coco_id, category, h, w, rle, area, bbox, score, iou, stability in zip(*columns, strict=True):
+    for image_id, aid, coco_id, category, h, w, rle, area, bbox, score, iou, stability, named in zip(
+        *columns, strict=True
+    ):
         box = ",".join(repr(round(float(v), 2)) for v in bbox)
+        class_score = "" if named is None else f',"class_score":{_round(named)!r}'
         text = (
             f'{{"id":{aid},"image_id":{coco_id},"category_id":{category},"segmentation":{{"size":[{h},{w}],'
             f'"counts":{json.dumps(rle)}}},"area":{area},"bbox":[{box}],"iscrowd":0,"score":{_round(score)!r},'
-            f'"predicted_iou":{_round(iou)!r},"stability_score":{_round(stability)!r}}}'
+            f'"predicted_iou":{_round(iou)!r},"stability_score":{_round(stability)!r}{class_score}}}'
         )
         if not texts or texts[-1][0] != image_id:
             texts.append((image_id, []))
@@ -240,6 +245,7 @@ def _shard_sources(uris: list[str], storage: StorageConfig) -> Iterator[tuple[li
 
 def _annotation(row: dict, segmentation: str) -> dict:
     rle = {"size": [row[col.IMAGE_HEIGHT], row[col.IMAGE_WIDTH]], "counts": row[col.RLE_COUNTS]}
+    named = {} if row.get(col.CLASS_SCORE) is None else {"class_score": _round(row[col.CLASS_SCORE])}
     return {
         "id": row[col.ANNOTATION_ID],
         "image_id": row[col.COCO_IMAGE_ID],
@@ -251,6 +257,7 @@ def _annotation(row: dict, segmentation: str) -> dict:
         "score": _round(row[col.SCORE]),
         "predicted_iou": _round(row[col.PREDICTED_IOU]),
         "stability_score": _round(row[col.STABILITY_SCORE]),
+        **named,
     }
 
 

@@ -27,6 +27,7 @@ ANNOTATIONS_SCHEMA = pa.schema(
         (col.PREDICTED_IOU, pa.float32()),
         (col.STABILITY_SCORE, pa.float32()),
         (col.SCORE, pa.float32()),
+        (col.CLASS_SCORE, pa.float32()),
         (col.PROMPT_TYPE, pa.string()),
         (col.PROMPT_BOX_XYXY, BOX4),
         (col.PROMPT_POINTS, pa.list_(pa.list_(pa.float32(), 2))),
@@ -55,6 +56,7 @@ IMAGES_SCHEMA = pa.schema(
         ("num_annotations", pa.int64()),
         (col.PROMPTS_DROPPED, pa.int64()),
         (col.MASKS_DROPPED, pa.int64()),
+        (col.MASKS_UNNAMED, pa.int64()),
         (col.RUN_ID, pa.string()),
     ]
 )
@@ -76,7 +78,9 @@ def _annotations(labeled: pa.Table) -> pa.Table:
     parents = pc.list_parent_indices(labeled[col.ANNOTATION_ID])
     columns = {}
     for field in ANNOTATIONS_SCHEMA:
-        if field.name in col.ANNOTATION_LISTS:
+        if field.name == col.CLASS_SCORE and field.name not in labeled.column_names:  # not every writer names masks
+            values = pa.nulls(len(parents), field.type)
+        elif field.name in col.ANNOTATION_LISTS:
             values = pc.list_flatten(labeled[field.name])
         else:
             values = pc.take(labeled[field.name], parents)
@@ -110,6 +114,7 @@ def _images(records: pa.Table) -> pa.Table:
             "num_annotations": counts,
             col.PROMPTS_DROPPED: _count_column(records, col.PROMPTS_DROPPED),
             col.MASKS_DROPPED: _count_column(records, col.MASKS_DROPPED),
+            col.MASKS_UNNAMED: _count_column(records, col.MASKS_UNNAMED),
             col.RUN_ID: records[col.RUN_ID],
         }
     ).cast(IMAGES_SCHEMA)

@@ -18,7 +18,14 @@ from pipeline.io import storage as st
 from pipeline.io.run_output import ANNOTATIONS, IMAGES, read_part
 
 ANNOTATION_IDS_PER_BUCKET = 2_000_000
-IMAGE_COUNT_COLUMNS = [col.IMAGE_ID, col.STATUS, col.PROMPTS_DROPPED, col.MASKS_DROPPED, "num_annotations"]
+IMAGE_COUNT_COLUMNS = [
+    col.IMAGE_ID,
+    col.STATUS,
+    col.PROMPTS_DROPPED,
+    col.MASKS_DROPPED,
+    col.MASKS_UNNAMED,
+    "num_annotations",
+]
 
 
 class IncompleteRunError(RuntimeError):
@@ -29,8 +36,9 @@ def verify_parts(
     output_uri: str, storage: StorageConfig, parts: list[str], expected_image_ids: pa.Array | pa.ChunkedArray
 ) -> dict[str, int]:
     """Checks that ``parts`` (images part file names) hold every expected image exactly once and unique annotation
-    ids; returns the counts (images, labeled, errors, annotations, prompts_dropped, masks_dropped)."""
-    counts = dict.fromkeys(("images", "labeled", "errors", "prompts_dropped", "masks_dropped", "declared"), 0)
+    ids; returns the counts (images, labeled, errors, annotations, prompts_dropped, masks_dropped, masks_unnamed)."""
+    names = ("images", "labeled", "errors", "prompts_dropped", "masks_dropped", "masks_unnamed", "declared")
+    counts = dict.fromkeys(names, 0)
     ids = []
     for part in parts:
         table = read_part(st.join_uri(output_uri, IMAGES, part), storage, IMAGE_COUNT_COLUMNS)
@@ -38,8 +46,8 @@ def verify_parts(
         counts["images"] += table.num_rows
         counts["labeled"] += _count(pc.equal(table[col.STATUS], "labeled"))
         counts["errors"] += _count(pc.equal(table[col.STATUS], "error"))
-        for name, column in (("prompts_dropped", col.PROMPTS_DROPPED), ("masks_dropped", col.MASKS_DROPPED)):
-            counts[name] += int(pc.sum(table[column]).as_py() or 0)
+        for name in ("prompts_dropped", "masks_dropped", "masks_unnamed"):
+            counts[name] += int(pc.sum(table[name]).as_py() or 0)
         counts["declared"] += int(pc.sum(table["num_annotations"]).as_py() or 0)
     done = pa.chunked_array([c for chunked in ids for c in chunked.chunks], pa.string())
     if len(pc.unique(done)) != len(done):

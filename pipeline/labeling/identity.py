@@ -13,11 +13,15 @@ _NOT_LABELS = ("weights", "batch_size", "actors", "num_gpus")  # where a prompt 
 
 
 def labeling_settings(
-    cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None
+    cfg: LabelConfig,
+    weights_sha256: str | None,
+    prompt_weights_sha256: str | None = None,
+    classifier_sha256: str | None = None,
 ) -> dict[str, Any]:
     """What decides the labels of an image: model, weights, prompts and thresholds (not where anything lives).
 
-    ``prompt_weights_sha256`` identifies the detector (yolo) or proposal head (autoppn) weights.
+    ``prompt_weights_sha256`` identifies the detector (yolo, text) or proposal head (autoppn) weights;
+    ``classifier_sha256`` the mask classifier and its classes (classify).
     """
     data = to_dict(cfg)
     mode = cfg.prompts.mode
@@ -34,11 +38,20 @@ def labeling_settings(
     }
     if mode in ("yolo", "text", "autoppn"):
         settings["prompt_weights_sha256"] = prompt_weights_sha256
+    if cfg.classify.enabled:  # added only when on, so that runs without it keep their fingerprint
+        settings["classify"] = {k: v for k, v in data["classify"].items() if k not in _NOT_LABELS}
+        settings["classifier_sha256"] = classifier_sha256
     return settings
 
 
-def run_fingerprint(cfg: LabelConfig, weights_sha256: str | None, prompt_weights_sha256: str | None = None) -> str:
+def run_fingerprint(
+    cfg: LabelConfig,
+    weights_sha256: str | None,
+    prompt_weights_sha256: str | None = None,
+    classifier_sha256: str | None = None,
+) -> str:
     """Identity of a run, for resume: its labeling settings, its inputs and its run id."""
     data = to_dict(cfg)
     inputs = {"input": data["input"], "prompts_file": cfg.prompts.file, "run_id": cfg.output.run_id}
-    return fingerprint({**labeling_settings(cfg, weights_sha256, prompt_weights_sha256), **inputs})
+    settings = labeling_settings(cfg, weights_sha256, prompt_weights_sha256, classifier_sha256)
+    return fingerprint({**settings, **inputs})

@@ -31,6 +31,8 @@ def open_output(labeling: Labeling, output_uri: str, run_id: str | None = None) 
     cfg = labeling.cfg
     output = dataclasses.replace(cfg.output, uri=output_uri, run_id=run_id or cfg.output.run_id)
     cfg = dataclasses.replace(cfg, output=output)
-    run_fp = run_fingerprint(cfg, labeling.weights_sha256, labeling.prompt_model.weights_sha256)
+    run_fp = run_fingerprint(
+        cfg, labeling.weights_sha256, labeling.prompt_model.weights_sha256, labeling.prompt_model.classifier_sha256
+    )
     state = prepare_output(output_uri, cfg.storage, run_fp, redact_data(to_dict(cfg)))
     return OpenedOutput(cfg, state, cfg.output.run_id or labeling.settings_id, run_fp)

@@ -3,6 +3,7 @@ prompt model's), plan the inputs, and compute the settings fingerprint once."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from pipeline.config.loading import fingerprint
@@ -21,7 +22,7 @@ class Labeling:
     weights_sha256: str | None
     plan: InputPlan
     prompt_model: PromptModel
-    """The detector (yolo) or proposal head (autoppn), checked on the driver; empty for other modes."""
+    """The detector (yolo, text) or proposal head (autoppn), and the mask classifier, checked on the driver."""
     settings_fingerprint: str
     """Identity of the labels (model, weights, prompts, thresholds, limits), not of where anything lives."""
 
@@ -41,5 +42,9 @@ def prepare_labeling(cfg: LabelConfig) -> Labeling:
     check_precision(cfg.model, cfg.storage)
     prompt_model = check_prompt_model(cfg)
     plan = plan_inputs(cfg, prompt_model.categories)
-    settings = fingerprint(labeling_settings(cfg, weights_sha256, prompt_model.weights_sha256))
+    if prompt_model.classifier_categories is not None:  # the classifier names every mask: its classes are the run's
+        plan = dataclasses.replace(plan, categories=prompt_model.classifier_categories)
+    settings = fingerprint(
+        labeling_settings(cfg, weights_sha256, prompt_model.weights_sha256, prompt_model.classifier_sha256)
+    )
     return Labeling(cfg, weights_sha256, plan, prompt_model, settings)

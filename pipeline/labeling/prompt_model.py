@@ -1,4 +1,5 @@
-"""The prompt model of a run (yolo or text detector, or AutoPPN head), checked on the driver before any image is read.
+"""The prompt model of a run (yolo or text detector, or AutoPPN head) and its mask classifier, checked on the driver
+before any image is read.
 
 Loading it here fails fast with one line (missing extra, missing or bad weights, unknown class filter), gives the
 weights' sha256 for the run identity, and for yolo the detector's class names (for text the given classes), which
@@ -7,6 +8,7 @@ become the COCO categories.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from pipeline.config.sections import LabelConfig
@@ -18,10 +20,25 @@ class PromptModel:
     weights_sha256: str | None = None
     categories: list[dict] | None = None
     """COCO categories of the output (yolo: the detector's selected classes); None keeps the default."""
+    classifier_sha256: str | None = None
+    """Identity of the mask classifier and its classes (classify), else None."""
+    classifier_categories: list[dict] | None = None
+    """The classifier's categories, which replace the run's (classify), else None."""
 
 
 def check_prompt_model(cfg: LabelConfig) -> PromptModel:
-    """Loads the run's prompt model once on the driver; ValueError (one line) when it cannot be used."""
+    """Loads the run's prompt model (and the mask classifier) once on the driver; ValueError (one line) when it
+    cannot be used."""
+    prompt_model = _check_prompt_model(cfg)
+    if not cfg.classify.enabled:
+        return prompt_model
+    from pipeline.classify.classifier import check_classifier
+
+    digest, categories = check_classifier(cfg.classify, cfg.storage, cfg.model.cache_dir)
+    return dataclasses.replace(prompt_model, classifier_sha256=digest, classifier_categories=categories)
+
+
+def _check_prompt_model(cfg: LabelConfig) -> PromptModel:
     if cfg.prompts.mode == "yolo":
         from pipeline.prompts.yolo import class_indices, detector_categories, load_yolo
 

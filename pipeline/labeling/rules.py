@@ -42,6 +42,10 @@ def validate_label_config(cfg: LabelConfig) -> None:
         raise ConfigError("--prompts yolo needs detector weights: --set yolo.weights=PATH|s3://...|hf://... (.pt)")
     if cfg.prompts.mode == "text" and not cfg.text.weights:
         raise ConfigError("--prompts text needs the detector: --set text.weights=FOLDER|s3://prefix/|hf://owner/repo")
+    if cfg.classify.enabled and not cfg.classify.weights:
+        raise ConfigError("classify needs the classifier: --set classify.weights=FOLDER|s3://prefix/|hf://owner/repo")
+    if cfg.classify.weights and not cfg.classify.enabled:
+        raise ConfigError("classify.weights is set but there are no classes: --set classify.classes=[...] or file")
     if cfg.prompts.mode == "autoppn" and not cfg.autoppn.weights:
         raise ConfigError("--prompts autoppn needs its head: --set autoppn.weights=PATH|s3://...|hf://...")
     if cfg.prompts.mode == "boxes" and not cfg.prompts.file:

@@ -6,6 +6,7 @@ to the resized image, bilinear to the original size, no antialias; masks are ``l
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,19 +40,26 @@ class ImageMasks:
     """[K] int64, which of the image's prompts produced each mask."""
     prompt_points: np.ndarray | None = None
     """[K,N,2] float32 point prompts (x, y original pixels) of each mask, when the prompts were points."""
+    category_id: np.ndarray | None = None
+    """[K] int64 category of each mask, when the masks were classified (classify)."""
+    class_score: np.ndarray | None = None
+    """[K] float32 classifier score of that category, when the masks were classified."""
+    unnamed: int = 0
+    """Masks dropped because the classifier named none of its classes (classify.below: drop)."""
 
     @staticmethod
     def empty() -> ImageMasks:
         f32, i64 = np.zeros(0, np.float32), np.zeros(0, np.int64)
         return ImageMasks([], np.zeros((0, 4), np.float32), i64, f32, f32, f32, i64)
 
-    def top(self, k: int) -> tuple[ImageMasks, int]:
-        """The ``k`` best masks by score (ties: the earlier one), in their original order, and the number dropped."""
-        if len(self.rles) <= k:
-            return self, 0
-        keep = np.sort(np.argsort(-self.scores, kind="stable")[:k])
-        points = None if self.prompt_points is None else self.prompt_points[keep]
-        kept = ImageMasks(
+    def take(self, keep: np.ndarray, unnamed: int = 0) -> ImageMasks:
+        """The masks at indices ``keep``, in that order; ``unnamed`` is added to the count of unnamed masks."""
+
+        def pick(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[keep]
+
+        return dataclasses.replace(
+            self,
             rles=[self.rles[i] for i in keep],
             boxes_xyxy=self.boxes_xyxy[keep],
             areas=self.areas[keep],
@@ -59,9 +67,24 @@ class ImageMasks:
             stability_score=self.stability_score[keep],
             scores=self.scores[keep],
             prompt_index=self.prompt_index[keep],
-            prompt_points=points,
+            prompt_points=pick(self.prompt_points),
+            category_id=pick(self.category_id),
+            class_score=pick(self.class_score),
+            unnamed=self.unnamed + unnamed,
         )
-        return kept, len(self.rles) - k
+
+    def with_names(self, category_id: np.ndarray, class_score: np.ndarray) -> ImageMasks:
+        """These masks with their categories [K] and class scores [K]."""
+        return dataclasses.replace(
+            self, category_id=np.asarray(category_id, np.int64), class_score=np.asarray(class_score, np.float32)
+        )
+
+    def top(self, k: int) -> tuple[ImageMasks, int]:
+        """The ``k`` best masks by score (ties: the earlier one), in their original order, and the number dropped."""
+        if len(self.rles) <= k:
+            return self, 0
+        keep = np.sort(np.argsort(-self.scores, kind="stable")[:k])
+        return self.take(keep), len(self.rles) - k
 
 
 def select_masks(logits: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:

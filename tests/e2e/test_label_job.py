@@ -79,6 +79,7 @@ def test_grid_run_writes_the_documented_layout(grid_run):
         "annotations": len(rows),
         "prompts_dropped": 0,
         "masks_dropped": 0,
+        "masks_unnamed": 0,
         "duplicates_removed": 0,
     }
     assert run["config"]["grid"]["points_per_side"] == 4 and run["model"]["name"] == "mini-l"

@@ -1,8 +1,9 @@
 """Labeling runs with learned prompt sources on the local Ray cluster: --prompts yolo (a randomly initialised
 yolov8n saved as a weight file; class names become the COCO categories, score is the detector confidence),
 --prompts text (a tiny random OWLv2; the given classes become the categories, in order; the class list is part
-of the run's identity) and
---prompts autoppn (a random head) write valid COCO and Parquet; missing weights fail fast with exit 2."""
+of the run's identity), --prompts autoppn (a random head) and grid masks named by a zero-shot classifier (a tiny
+random CLIP; its classes and "unknown" become the categories) write valid COCO and Parquet; missing weights fail
+fast with exit 2."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import torch
 from pycocotools.coco import COCO
 
 from jobs.label import main
-from pipeline.bench.text_models import write_tiny_owlv2
+from pipeline.bench.text_models import write_tiny_classifier, write_tiny_owlv2
 from pipeline.prompts.autoppn.checkpoint import save_head
 from pipeline.prompts.autoppn.model import AutoPPN, AutoPPNCard
-from tests.e2e.conftest import read_dataset
+from tests.e2e.conftest import SMALL_RUN, read_dataset
 from tests.fixtures import write_fixture_weights
 from tests.yolo import write_random_yolo
 
@@ -116,6 +117,40 @@ def test_text_prompts_end_to_end_and_rerun(ray_cluster, tmp_path, capsys):
     assert "already holds a completed run with another configuration" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # long: in the slow set that .ci/run runs after the default one
+def test_grid_masks_named_by_a_classifier_end_to_end_and_resumed(ray_cluster, tmp_path, capsys):
+    sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
+    clip = write_tiny_classifier(tmp_path / "clip")
+    out = tmp_path / "out"
+    args = ["--input", str(DATA), "--output", str(out), *SMALL_RUN, "--weights", str(sam)]
+    sets = [f"classify.weights={clip}", "classify.classes=[person, forklift, box]", "classify.min_score=0.4"]
+    sets += ["output.images_per_part=1", "segment.batch_size=1"]  # a part per image
+    command = [*args, *[x for s in sets for x in ("--set", s)]]
+    assert _label(ray_cluster, *command) == 0
+    rows, coco = _check_outputs(out)
+    categories = [(c["id"], c["name"]) for c in coco.loadCats(coco.getCatIds())]
+    assert categories == [(1, "person"), (2, "forklift"), (3, "box"), (4, "unknown")]
+    scores = read_dataset(out / "annotations", ["image_id", "annotation_id"])
+    assert all(r["prompt_type"] == "grid" and r["category_name"] in dict(categories).values() for r in scores)
+    assert all((r["class_score"] < 0.4) == (r["category_name"] == "unknown") for r in scores)
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert sorted(a["class_score"] for a in anns) == pytest.approx(sorted(r["class_score"] for r in scores), abs=1e-4)
+    page = (out / "report" / "index.html").read_text()
+    for name in {r["category_name"] for r in rows}:
+        count = sum(r["category_name"] == name for r in rows)
+        assert f"<tr><td>{name}</td><td>{count}</td></tr>" in page  # masks per class in the review report
+    first = (out / "coco.json").read_bytes()
+    part = sorted((out / "images").iterdir())[0].name  # as after a crash: one image's parts and the commit gone
+    for path in (out / "images" / part, out / "annotations" / part, out / "_SUCCESS", out / "coco.json"):
+        path.unlink(missing_ok=True)
+    capsys.readouterr()
+    assert _label(ray_cluster, *command) == 0
+    assert "1 of 4 images to label" in capsys.readouterr().out
+    assert (out / "coco.json").read_bytes() == first
+    assert _label(ray_cluster, *command, "--set", "classify.min_score=0.6") == 2  # another threshold: other labels
+    assert "already holds a completed run with another configuration" in capsys.readouterr().err
+
+
 def test_autoppn_prompts_end_to_end(ray_cluster, tmp_path):
     sam = write_fixture_weights(tmp_path / "mini_l.pt", "l")
     torch.manual_seed(0)
@@ -144,6 +179,8 @@ def test_autoppn_prompts_end_to_end(ray_cluster, tmp_path):
         ("text", ["--set", "text.weights=/nonexistent/owlv2", "--set", "text.classes=[box]"], "not a folder"),
         ("autoppn", [], "needs its head"),
         ("autoppn", ["--set", "autoppn.weights=/nonexistent/h.safetensors"], "no such file"),
+        ("grid", ["--set", "classify.classes=[box]"], "classify needs the classifier"),
+        ("grid", ["--set", "classify.classes=[box]", "--set", "classify.weights=/nonexistent/clip"], "not a folder"),
     ],
 )
 def test_missing_prompt_weights_fail_fast(ray_cluster, tmp_path, capsys, prompts, extra, message):

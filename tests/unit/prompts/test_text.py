@@ -14,10 +14,11 @@ import torch
 
 from pipeline.bench.text_models import write_tiny_owlv2
 from pipeline.config.sections import StorageConfig, TextConfig
-from pipeline.prompts.text import TextClass, TextDetector, check_text_prompts, read_classes
+from pipeline.ontology import NamedClass, read_classes
+from pipeline.prompts.text import TextDetector, check_text_prompts
 
 STORAGE = StorageConfig()
-CLASSES = [TextClass("forklift", ("forklift", "lift truck")), TextClass("pallet", ("pallet",))]
+CLASSES = [NamedClass("forklift", ("forklift", "lift truck")), NamedClass("pallet", ("pallet",))]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_classes_thresholds_nms_and_the_cap(owl: Path) -> None:
         assert (detections.boxes_xyxy >= 0).all() and (detections.boxes_xyxy[:, [0, 2]] <= w).all()
         assert (detections.boxes_xyxy[:, [1, 3]] <= h).all()
     # A class of its own threshold 1.0 finds nothing; the other keeps its boxes.
-    strict = [CLASSES[0], TextClass("pallet", ("pallet",), threshold=1.0)]
+    strict = [CLASSES[0], NamedClass("pallet", ("pallet",), threshold=1.0)]
     only = TextDetector(everything, strict, STORAGE, torch.device("cpu")).detect(images, original_hw)
     for detections, before in zip(only, found, strict=True):
         assert detections.classes.tolist() == [0] * int((before.classes == 0).sum())
@@ -95,9 +96,9 @@ def test_classes_from_a_file_with_queries_and_thresholds(tmp_path: Path) -> None
     path.write_text("- person\n- forklift: [forklift, lift truck]\n- pallet: {queries: [pallet], threshold: 0.3}\n")
     classes = read_classes(TextConfig(file=str(path)), STORAGE)
     assert classes == [
-        TextClass("person", ("person",)),
-        TextClass("forklift", ("forklift", "lift truck")),
-        TextClass("pallet", ("pallet",), 0.3),
+        NamedClass("person", ("person",)),
+        NamedClass("forklift", ("forklift", "lift truck")),
+        NamedClass("pallet", ("pallet",), 0.3),
     ]
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text("forklift: [forklift, lift truck]\nperson: person\n")
@@ -165,5 +166,11 @@ def test_damaged_weights_are_refused_on_the_driver(owl: Path, tmp_path: Path) ->
     for path in owl.iterdir():
         data = path.read_bytes()
         (folder / path.name).write_bytes(data[:100] if path.suffix == ".safetensors" else data)
-    with pytest.raises(ValueError, match="not an OWLv2 detector folder"):
+    with pytest.raises(ValueError, match="damaged weights"):
+        check_text_prompts(TextConfig(weights=str(folder), classes=("box",)), STORAGE, None)
+
+
+def test_a_text_model_whose_width_does_not_fit_the_class_head_is_refused(tmp_path: Path) -> None:
+    folder = write_tiny_owlv2(tmp_path / "narrow", projection_dim=24)
+    with pytest.raises(ValueError, match="the text model gives 24-wide query embeddings, the class head takes 32"):
         check_text_prompts(TextConfig(weights=str(folder), classes=("box",)), STORAGE, None)
