@@ -95,6 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "OWLv2-base's architecture with random weights; text.classes, else three)",
     )
     parser.add_argument(
+        "--classify-cost",
+        action="store_true",
+        help="classify: ms per mask of naming masks (crops and classifier) on --images generated images at each "
+        "--masks-per-image (classify.weights, else CLIP ViT-B/16's architecture with random weights)",
+    )
+    parser.add_argument("--masks-per-image", default="10,50", help="masks per image for --classify-cost")
+    parser.add_argument(
         "--feeding",
         metavar="GPUS,CPUS,DECODE_MS",
         help="the labeling graph on a local Ray declaring GPUS GPUs and CPUS CPUs, decode costing DECODE_MS per "
@@ -167,6 +174,18 @@ def text_prompts_report(cfg: LabelConfig, args: argparse.Namespace, size_hw: tup
     return {"machine": cpu_report(), "threads": torch.get_num_threads(), **report}
 
 
+def classify_cost_report(cfg: LabelConfig, args: argparse.Namespace, size_hw: tuple[int, int]) -> dict:
+    import tempfile
+
+    from pipeline.bench.classify_cost import classify_cost_bench
+    from pipeline.runtime.capability import cpu_report
+
+    counts = [int(v) for v in args.masks_per_image.split(",")]
+    with tempfile.TemporaryDirectory(prefix="samlabel-classify-") as work:
+        report = classify_cost_bench(cfg, args.images, size_hw, counts, Path(work), args.seed)
+    return {"machine": cpu_report(), "threads": torch.get_num_threads(), **report}
+
+
 def feeding_report(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -229,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(cfg.segment.threads)
         if args.text_prompts:
             report = text_prompts_report(cfg, args, (height, width))
+            print(json.dumps(report, indent=2))
+        elif args.classify_cost:
+            report = classify_cost_report(cfg, args, (height, width))
             print(json.dumps(report, indent=2))
         elif args.feeding:
             report = feeding_report(args)

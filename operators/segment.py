@@ -127,6 +127,8 @@ class Segment:
 
             classes = read_classify_classes(classify, storage)
             self.classifier = ZeroShotClassifier(classify, classes, storage, self.runtime.device, model.cache_dir)
+            if self.classifier.note:
+                print(f"samlabel: segment {self.classifier.note}", flush=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[col.IMAGE_ID])

@@ -24,6 +24,8 @@ from pipeline.models.hub_folder import check_safetensors, folder_sha256, import_
 from pipeline.ontology import NamedClass, categories_of, read_classes
 
 FIELD = "classify.weights"
+GATE_SCORE_DIFF = 0.02
+GATE_CROPS = 16
 KINDS = ("clip", "siglip")
 UNKNOWN = "unknown"
 
@@ -132,11 +134,38 @@ class ZeroShotClassifier:
             texts = torch.nn.functional.normalize(texts, dim=-1)
             summed = torch.zeros((len(self.classes), texts.shape[1]), device=self.device).index_add_(0, owner, texts)
             self.class_embeds = torch.nn.functional.normalize(summed, dim=-1)  # [C,D]
+        self.autocast: torch.dtype | None = None
+        self.note = ""
+        if cfg.precision == "auto":
+            self.autocast, self.note = self._pick_autocast()
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.autocast is None else "bf16"
+
+    def _pick_autocast(self) -> tuple[torch.dtype | None, str]:
+        """bf16 when it runs on the device and passes the gate on probe crops, with a note saying what was chosen."""
+        from pipeline.runtime.capability import bf16_unsupported_reason
+
+        reason = bf16_unsupported_reason(self.device)
+        if reason is not None:
+            return None, f"classifier in fp32: {reason}"
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.rand(GATE_CROPS, 3, self.image_size, self.image_size, generator=generator)
+        probe = ((probe.to(self.device) - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)).float()
+        exact = self.scores(probe)
+        self.autocast = torch.bfloat16
+        diff = float((self.scores(probe) - exact).abs().max())
+        if diff > GATE_SCORE_DIFF:
+            return None, f"classifier in fp32: bf16 class scores differ by {diff:.3f} on probe crops"
+        return torch.bfloat16, f"classifier in bf16 (class scores within {diff:.3f} of fp32 on probe crops)"
 
     @torch.inference_mode()
     def scores(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N,C] class scores of normalised inputs [N,3,S,S] (S: ``image_size``)."""
-        images = _features(self.model.get_image_features(pixel_values=pixel_values.to(self.device)))
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            images = _features(self.model.get_image_features(pixel_values=pixel_values.to(self.device)))
+        images = images.float()
         logits = torch.nn.functional.normalize(images, dim=-1) @ self.class_embeds.T * self.model.logit_scale.exp()
         if self.sigmoid:
             return torch.sigmoid(logits + self.model.logit_bias)

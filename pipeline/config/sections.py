@@ -154,6 +154,9 @@ class ClassifyConfig:
     """Context around the mask: the square crop reaches this fraction of the box's longer side past each side."""
     batch_size: AtLeastOne = 64
     """Crops per classifier call."""
+    precision: Literal["auto", "fp32"] = "auto"
+    """Image tower precision. auto: bf16 (autocast) where the actor's device runs it natively and the class scores
+    of probe crops stay within 0.02 of fp32, else fp32."""
 
     @property
     def enabled(self) -> bool:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pipeline.bench.text_models import write_tiny_classifier, write_tiny_owlv2
+from pipeline.classify import classifier as classifier_module
 from pipeline.classify.classifier import (
     ZeroShotClassifier,
     check_classifier,
@@ -21,6 +22,7 @@ from pipeline.classify.classifier import (
 )
 from pipeline.config.sections import ClassifyConfig, StorageConfig
 from pipeline.ontology import NamedClass
+from pipeline.runtime.capability import bf16_runs
 
 STORAGE = StorageConfig()
 CLASSES = [NamedClass("person", ("person",)), NamedClass("forklift", ("forklift",)), NamedClass("box", ("box",))]
@@ -32,6 +34,7 @@ def folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def _classifier(folder: Path, classes=CLASSES, **settings) -> ZeroShotClassifier:
+    settings = {"precision": "fp32", **settings}
     cfg = ClassifyConfig(classes=tuple(c.name for c in classes), weights=str(folder), **settings)
     return ZeroShotClassifier(cfg, classes, STORAGE, torch.device("cpu"))
 
@@ -52,6 +55,18 @@ def test_scores_equal_the_models_own(folder: Path) -> None:
     assert torch.allclose(ours, theirs, atol=1e-5)
     index, score = classifier.name(pixels)
     assert torch.equal(index, theirs.argmax(dim=-1)) and torch.allclose(score, theirs.max(dim=-1).values)
+
+
+def test_auto_precision_is_bf16_only_where_it_runs_and_passes_the_gate(folder: Path, monkeypatch) -> None:
+    pixels = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    exact = _classifier(folder).scores(pixels)
+    auto = _classifier(folder, precision="auto")
+    assert auto.precision == ("bf16" if bf16_runs(torch.device("cpu")) else "fp32") and auto.note
+    assert (auto.scores(pixels) - exact).abs().max() <= classifier_module.GATE_SCORE_DIFF
+    monkeypatch.setattr(classifier_module, "GATE_SCORE_DIFF", -1.0)  # no precision passes
+    failed = _classifier(folder, precision="auto")
+    assert failed.precision == "fp32" and "classifier in fp32" in failed.note
+    assert torch.equal(failed.scores(pixels), exact)
 
 
 def test_a_class_of_several_queries_is_their_average(folder: Path) -> None:

@@ -45,7 +45,7 @@ def _image(seed: int, masks: int) -> tuple[ImageView, ImageMasks]:
 
 
 def _classifier(clip: Path, **settings) -> ZeroShotClassifier:
-    cfg = ClassifyConfig(classes=tuple(c.name for c in CLASSES), weights=str(clip), **settings)
+    cfg = ClassifyConfig(classes=tuple(c.name for c in CLASSES), weights=str(clip), precision="fp32", **settings)
     return ZeroShotClassifier(cfg, CLASSES, StorageConfig(), torch.device("cpu"))
 
 
