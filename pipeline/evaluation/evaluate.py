@@ -6,8 +6,8 @@ Protocols (names as in ``--protocols``):
   ``--prompts boxes --prompts-file <the GT file>`` (``labels``), matched by annotation id.
 * ``point``: RITM-clicker mIoU after each of ``clicks`` clicks (model only).
 * ``detector``: mask AP (COCOeval segm) of detector boxes, overall and per class: ``detections`` segmented by the
-  model, or a labeling run's masks (``labels``: a ``--prompts yolo``, ``text`` or ``boxes`` run), categories matched
-  by name.
+  model, or a labeling run's masks (``labels``: a ``--prompts yolo``, ``text`` or ``boxes`` run, or any run whose
+  masks a classifier named), categories matched by name.
 * ``everything``: class-agnostic mask AR@10/100/1000 of a ``grid`` or ``autoppn`` labeling run (``labels``).
 """
 
@@ -54,12 +54,22 @@ class EvalRequest:
     """Prompts per decoder call when the model runs."""
 
 
+def default_protocols(run_config: dict) -> tuple[Protocol, ...]:
+    """The protocols that score a labeling run of this resolved config: its prompt mode's, and ``detector`` (mask AP
+    per class) when a classifier named its masks."""
+    protocols = DEFAULT_FOR_RUN.get(run_config["prompts"]["mode"], ())
+    classify = run_config.get("classify") or {}
+    if (classify.get("classes") or classify.get("file")) and "detector" not in protocols:
+        protocols = (*protocols, "detector")
+    return protocols
+
+
 def plan_protocols(request: EvalRequest, storage: StorageConfig) -> tuple[tuple[Protocol, ...], dict | None]:
     """The protocols to run and the labeling run's run.json (when ``labels``); ValueError on impossible requests."""
     info = run_info(request.labels, storage) if request.labels else None
     protocols = request.protocols
     if not protocols:
-        protocols = DEFAULT_FOR_RUN.get(info["config"]["prompts"]["mode"], ()) if info else ("box", "point")
+        protocols = default_protocols(info["config"]) if info else ("box", "point")
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
