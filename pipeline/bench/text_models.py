@@ -31,6 +31,30 @@ def tiny_tokenizer(max_tokens: int = 16):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_tokens)
 
 
+def tiny_towers(tokenizer, max_text_tokens: int) -> tuple[dict, dict]:
+    """Configs of a one-layer, 32-wide text tower over ``tokenizer`` and vision tower at ``IMAGE_SIZE`` px."""
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": max_text_tokens,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": IMAGE_SIZE,
+        "patch_size": 16,
+    }
+    return text, vision
+
+
 def write_random_owlv2_base(folder: Path, seed: int = 0) -> Path:
     """A random detector with OWLv2-base's architecture (ViT-B/16 at 960 px, CLIP text tower) at ``folder``."""
     import torch
@@ -60,25 +84,7 @@ def write_tiny_owlv2(folder: Path, seed: int = 0, max_text_tokens: int = 16, pro
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
     tokenizer = tiny_tokenizer(max_text_tokens)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": max_text_tokens,
-        "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": IMAGE_SIZE,
-        "patch_size": 16,
-    }
+    text, vision = tiny_towers(tokenizer, max_text_tokens)
     torch.manual_seed(seed)
     config = Owlv2Config(text_config=text, vision_config=vision, projection_dim=projection_dim)
     model = Owlv2ForObjectDetection(config).eval()
@@ -102,25 +108,7 @@ def write_tiny_classifier(
 
     logging.disable_progress_bar()
     tokenizer = tiny_tokenizer(max_text_tokens)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "max_position_embeddings": max_text_tokens,
-        "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "image_size": IMAGE_SIZE,
-        "patch_size": 16,
-    }
+    text, vision = tiny_towers(tokenizer, max_text_tokens)
     torch.manual_seed(seed)
     if kind == "clip":
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
