@@ -37,6 +37,8 @@ STARTED, RUN_JSON, COCO_JSON, SUCCESS = "_started.json", "run.json", "coco.json"
 
 
 _NO_IDS = pa.chunked_array([], pa.string())
+# Output columns newer than the first parts that may exist, with their types.
+LATER_COLUMNS = {col.CLASS_SCORE: pa.float32(), col.MASKS_UNNAMED: pa.int64()}
 
 
 class OutputConflictError(ValueError):
@@ -151,11 +153,21 @@ def delete_orphan_parts(output_uri: str, storage: StorageConfig) -> list[str]:
 
 
 def read_part(uri: str, storage: StorageConfig, columns: list[str] | None) -> pa.Table:
-    """One part file's ``columns`` (all when None); an empty table when the file does not exist."""
+    """One part file's ``columns`` (all when None); an empty table when the file does not exist. Columns added to
+    the output after a part was written (``LATER_COLUMNS``) come back as nulls, so older parts still resume."""
     if not st.exists(uri, storage):
         return pa.table({})
     # One whole-object GET per part: pyarrow's small ranged footer reads fail without retry when S3 throttles.
-    return pq.read_table(pa.BufferReader(st.read_bytes(uri, storage)), columns=columns)
+    data = pa.BufferReader(st.read_bytes(uri, storage))
+    if columns is None:
+        return pq.read_table(data)
+    present = set(pq.read_schema(data).names)
+    data.seek(0)
+    missing = [c for c in columns if c not in present and c in LATER_COLUMNS]
+    table = pq.read_table(data, columns=[c for c in columns if c not in missing])
+    for name in missing:
+        table = table.append_column(pa.field(name, LATER_COLUMNS[name]), pa.nulls(table.num_rows, LATER_COLUMNS[name]))
+    return table.select(columns)
 
 
 def part_names(output_uri: str, storage: StorageConfig) -> list[str]:
