@@ -39,6 +39,7 @@ def _wait_for_parts(out: Path, proc: subprocess.Popen, count: int, timeout: floa
     raise AssertionError(f"{_parts(out)} of {count} parts written in time")
 
 
+@pytest.mark.slow  # a minute: in the slow set that .ci/run runs after the default one
 def test_killed_run_on_the_embedded_default_keeps_its_parts_and_resumes_to_the_uninterrupted_result(
     ray_cluster, tmp_path
 ):

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline.bench.gpu_check import table_parts
 
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.slow  # 20 s: in the slow set that .ci/run runs after the default one
 def test_the_dry_run_writes_the_table(tmp_path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "SAMLABEL_WHEELS": str(tmp_path / "no-wheels")}
     run = subprocess.run(
